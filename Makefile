@@ -1,0 +1,45 @@
+# make train: train on the generated default data; make test: run the tests.
+# Both set up .venv first if needed (torch first, pinned, then the project).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_VERSION := 2.13.0
+# extra pip arguments for torch, e.g. TORCH_PIP_ARGS="--index-url <a PyTorch wheel index>"
+TORCH_PIP_ARGS ?=
+ARGS ?=
+
+export NO_ALBUMENTATIONS_UPDATE := 1
+
+.PHONY: install train test test-fast lint format tensorboard clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade --quiet pip
+	$(PY) -m pip install --quiet torch==$(TORCH_VERSION) $(TORCH_PIP_ARGS)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+train: install
+	$(PY) src/train.py $(ARGS)
+
+test: install
+	$(PY) -m pytest $(ARGS)
+
+test-fast: install
+	$(PY) -m pytest -m "not slow" $(ARGS)
+
+lint: install
+	$(PY) -m ruff check src tests
+	$(PY) -m ruff format --check src tests
+
+format: install
+	$(PY) -m ruff format src tests
+	$(PY) -m ruff check --fix src tests
+
+tensorboard: install
+	$(VENV)/bin/tensorboard --logdir outputs --host 127.0.0.1
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

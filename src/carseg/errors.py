@@ -1,0 +1,23 @@
+"""Errors a user can fix by changing a command, a config or a folder.
+
+The entry points print these as one message, without a traceback; anything else is a bug and keeps
+its traceback.
+"""
+
+from __future__ import annotations
+
+
+class CarsegError(Exception):
+    """Base of the errors whose message says what was wrong and how to fix it."""
+
+
+class ConfigError(CarsegError, ValueError):
+    """A configuration that cannot run here (an unknown choice, GPUs that are not there ...)."""
+
+
+class DataError(CarsegError, ValueError):
+    """A data folder whose content does not fit Kaggle's Carvana layout."""
+
+
+class DataNotFoundError(CarsegError, FileNotFoundError):
+    """A data folder, or a part of it, that does not exist."""

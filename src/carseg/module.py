@@ -1,0 +1,102 @@
+"""The LightningModule: U-Net, loss, Adam, and the Carvana Dice, logged for TensorBoard.
+
+Every argument is a plain number or string and is saved with ``save_hyperparameters()``, so a
+checkpoint alone rebuilds the model (``SegmentationModule.load_from_checkpoint(path)``) and loads
+with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+
+from carseg.errors import ConfigError
+from carseg.losses import SegmentationLoss
+from carseg.metrics import carvana_dice
+from carseg.model import UNet
+
+SCHEDULERS = ("none", "cosine", "plateau")
+
+
+class SegmentationModule(pl.LightningModule):
+    """Binary car segmentation with a U-Net returning one logit per pixel.
+
+    Args:
+        in_channels: image channels.
+        base_width: U-Net channels at the first level (64 in the paper).
+        depth: U-Net poolings.
+        bilinear: bilinear upsampling (True) or transposed convolutions (False).
+        batch_norm: BatchNorm after each convolution.
+        loss: ``"bce"``, ``"bce_dice"`` or ``"bce_logdice"`` (see ``carseg.losses``).
+        dice_weight: weight of the Dice term in the combined losses.
+        lr: Adam's learning rate.
+        weight_decay: Adam's L2 penalty.
+        scheduler: ``"none"``, ``"cosine"`` (to zero over ``max_epochs``) or ``"plateau"`` (halve
+            the rate when ``val/dice`` stalls for 2 epochs).
+        threshold: probability above which a pixel is car, for the Dice metric.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        base_width: int = 64,
+        depth: int = 4,
+        bilinear: bool = True,
+        batch_norm: bool = True,
+        loss: str = "bce",
+        dice_weight: float = 1.0,
+        lr: float = 1e-4,
+        weight_decay: float = 1e-5,
+        scheduler: str = "none",
+        threshold: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if scheduler not in SCHEDULERS:
+            raise ConfigError(f"Unknown scheduler {scheduler!r}: choose one of {SCHEDULERS}")
+        if not 0.0 < threshold < 1.0:
+            raise ConfigError(f"threshold must be between 0 and 1, got {threshold}")
+        self.save_hyperparameters()
+        self.net = UNet(in_channels, 1, base_width, depth, bilinear, batch_norm)
+        self.criterion = SegmentationLoss(loss, dice_weight)
+        self.val_dice = carvana_dice()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, 1, H, W)`` for normalised images ``(B, C, H, W)``."""
+        return self.net(images)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
+        images, masks = batch
+        loss = self.criterion(self(images), masks)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
+                 batch_size=images.shape[0])
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        images, masks = batch
+        logits = self(images)
+        # Logged per batch and averaged by Lightning weighted by batch size: the mean over images.
+        self.log("val/loss", self.criterion(logits, masks), on_epoch=True,
+                 batch_size=images.shape[0], sync_dist=True)
+        preds = (torch.sigmoid(logits) > self.hparams.threshold).long()
+        self.val_dice.update(preds, masks.long())
+        # Logging the Metric object lets torchmetrics compute once over the whole validation set.
+        self.log("val/dice", self.val_dice, on_epoch=True, prog_bar=True)
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.Adam(
+            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )
+        if self.hparams.scheduler == "cosine":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer, T_max=max(1, self.trainer.max_epochs or 1)
+            )
+            return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        if self.hparams.scheduler == "plateau":
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="max", factor=0.5, patience=2
+            )
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "monitor": "val/dice"},
+            }
+        return optimizer

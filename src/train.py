@@ -1,0 +1,43 @@
+"""Train a U-Net on Carvana(-like) images: ``python src/train.py [overrides]``.
+
+    python src/train.py                                  # synthetic default set, CPU, a few minutes
+    python src/train.py data=carvana data.root=/data/carvana trainer.gpus=1
+    python src/train.py -m model.base_width=8,16 data.batch_size=2,4
+
+The config lives in conf/ (``conf/train.yaml`` and its groups); the work in ``carseg.training``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Runs land in <project>/outputs whichever folder the command is started from.
+os.environ.setdefault("CARSEG_ROOT", str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import hydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.types import RunMode  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from carseg.cli import user_errors_exit  # noqa: E402
+from carseg.training import train  # noqa: E402
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    with user_errors_exit():
+        result = train(cfg, multirun=HydraConfig.get().mode == RunMode.MULTIRUN)
+    score = "n/a" if result.best_score is None else f"{result.best_score:.4f}"
+    epoch = "" if result.best_epoch is None else f" (epoch {result.best_epoch})"
+    print(f"\nbest val/dice: {score}{epoch}")
+    print(f"checkpoint:    {result.best_checkpoint or 'none saved'}")
+    if result.log_dir:
+        print(f"TensorBoard:   tensorboard --logdir {result.log_dir}")
+    # A sweeper (Optuna, ...) maximises what the task function returns.
+    return result.best_score
+
+
+if __name__ == "__main__":
+    main()

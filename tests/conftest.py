@@ -1,0 +1,31 @@
+"""Shared fixtures: the real Carvana sample beside the repository, and tiny generated sets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_DIR = Path(
+    os.environ.get("CARSEG_SAMPLE_DIR", REPO.parent / "shared" / "carvana_sample")
+).resolve()
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    """The 32 real Carvana pairs (two cars) in Kaggle's layout; CI has them beside the repo."""
+    if not (SAMPLE_DIR / "train").is_dir():
+        pytest.skip(f"real Carvana sample not found at {SAMPLE_DIR} (set CARSEG_SAMPLE_DIR)")
+    return SAMPLE_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generated Carvana-like set: 5 cars x 16 views at 80x120, GIF masks and the RLE CSV."""
+    from carseg.synthetic import generate_dataset
+
+    return generate_dataset(tmp_path_factory.mktemp("data") / "tiny", n_cars=5, height=80, width=120)

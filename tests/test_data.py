@@ -1,0 +1,157 @@
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from carseg.data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    CarvanaDataModule,
+    CarvanaDataset,
+    build_transforms,
+    car_id,
+    split_by_car,
+)
+from carseg.errors import DataError, DataNotFoundError
+
+
+def _ids(n_cars, views=16):
+    return [f"car{c:03d}_{v:02d}" for c in range(n_cars) for v in range(1, views + 1)]
+
+
+@pytest.mark.parametrize("n_cars", [2, 5, 20, 318])
+def test_split_keeps_every_car_on_one_side(n_cars):
+    ids = _ids(n_cars)
+    train, val = split_by_car(ids, val_fraction=0.2, seed=7)
+    train_cars, val_cars = {car_id(i) for i in train}, {car_id(i) for i in val}
+    assert not train_cars & val_cars
+    assert sorted(train + val) == sorted(ids)
+    assert train_cars and val_cars
+    assert len(val_cars) == max(1, round(n_cars * 0.2))
+
+
+def test_split_is_deterministic_by_seed_and_independent_of_order():
+    ids = _ids(20)
+    first = split_by_car(ids, 0.25, seed=1)
+    assert split_by_car(list(reversed(ids)), 0.25, seed=1) == first
+    assert split_by_car(ids, 0.25, seed=2) != first
+
+
+def test_split_rejects_a_bad_fraction():
+    with pytest.raises(ValueError, match="val_fraction"):
+        split_by_car(_ids(3), val_fraction=1.0)
+
+
+def test_dataset_lists_kaggle_layout(tiny_set):
+    ds = CarvanaDataset(tiny_set)
+    assert len(ds) == 5 * 16
+    image, mask = ds[0]
+    assert image.dtype == np.uint8 and image.shape == (80, 120, 3)
+    assert mask.dtype == np.uint8 and mask.shape == (80, 120)
+    assert set(np.unique(mask)) == {0, 1}
+
+
+def test_masks_from_rle_csv_equal_the_gifs(tiny_set, tmp_path):
+    """Without train_masks/, masks come from train_masks.csv: the same pixels."""
+    root = tmp_path / "csv_only"
+    shutil.copytree(tiny_set / "train", root / "train")
+    shutil.copy(tiny_set / "train_masks.csv", root / "train_masks.csv")
+    from_gif, from_csv = CarvanaDataset(tiny_set), CarvanaDataset(root)
+    assert from_csv.ids == from_gif.ids
+    for i in range(0, len(from_gif), 7):
+        assert np.array_equal(from_csv[i][1], from_gif[i][1])
+
+
+def test_train_hq_folder_is_read(tiny_set, tmp_path):
+    root = tmp_path / "hq"
+    shutil.copytree(tiny_set / "train", root / "train_hq")
+    shutil.copytree(tiny_set / "train_masks", root / "train_masks")
+    assert len(CarvanaDataset(root, image_dir="train_hq")) == 80
+
+
+def test_transforms_resize_normalise_and_keep_masks_binary(tiny_set):
+    ds = CarvanaDataset(tiny_set, transform=build_transforms((48, 64), train=True))
+    raw = CarvanaDataset(tiny_set)
+    torch.manual_seed(0)
+    for i in range(0, 80, 9):
+        image, mask = ds[i]
+        assert image.shape == (3, 48, 64) and image.dtype == torch.float32
+        assert mask.shape == (1, 48, 64) and mask.dtype == torch.float32
+        assert set(mask.unique().tolist()) <= {0.0, 1.0}
+        assert 0.3 < mask.mean() / raw[i][1].mean() < 3  # still the car, not an empty warp
+    # normalised: a plain validation transform maps the 0..255 image by ImageNet statistics
+    val = CarvanaDataset(tiny_set, transform=build_transforms((80, 120), train=False))
+    image, _ = val[0]
+    expected = (raw[0][0][..., 0] / 255.0 - IMAGENET_MEAN[0]) / IMAGENET_STD[0]
+    assert torch.allclose(image[0], torch.from_numpy(expected).float(), atol=1e-4)
+
+
+def test_augmentation_flips_image_and_mask_together(tiny_set):
+    """Every augmented pair still lines up: the mask follows the image's flip and warp."""
+    import albumentations as A
+
+    flip = A.Compose([A.HorizontalFlip(p=1.0)])
+    image, mask = CarvanaDataset(tiny_set)[3]
+    out = flip(image=image, mask=mask)
+    assert np.array_equal(out["mask"], mask[:, ::-1])
+    assert np.array_equal(out["image"], image[:, ::-1])
+    # and the training pipeline changes something from one draw to the next
+    ds = CarvanaDataset(tiny_set, transform=build_transforms((80, 120), train=True))
+    draws = [ds[3][1] for _ in range(8)]
+    assert any(not torch.equal(draws[0], d) for d in draws[1:])
+
+
+def test_datamodule_splits_by_car_and_batches(tiny_set):
+    dm = CarvanaDataModule(tiny_set, size=(32, 48), batch_size=6, num_workers=0, val_fraction=0.4)
+    dm.setup("fit")
+    train_cars = {car_id(i) for i in dm.train_set.ids}
+    val_cars = {car_id(i) for i in dm.val_set.ids}
+    assert len(val_cars) == 2 and len(train_cars) == 3 and not train_cars & val_cars
+    images, masks = next(iter(dm.train_dataloader()))
+    assert images.shape == (6, 3, 32, 48) and masks.shape == (6, 1, 32, 48)
+    # validation keeps every image: 32 images in batches of 6 -> last batch of 2
+    sizes = [len(b[0]) for b in dm.val_dataloader()]
+    assert sum(sizes) == 32 and sizes[-1] == 2
+
+
+def test_datamodule_generates_the_synthetic_set_once(tmp_path):
+    root = tmp_path / "syn"
+    params = {"n_cars": 2, "height": 64, "width": 96, "seed": 3}
+    dm = CarvanaDataModule(root, size=(32, 48), num_workers=0, synthetic=params)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert len(dm.train_set) == 16 and len(dm.val_set) == 16
+    stamp = (root / "train_masks.csv").stat().st_mtime_ns
+    CarvanaDataModule(root, synthetic=params).prepare_data()
+    assert (root / "train_masks.csv").stat().st_mtime_ns == stamp
+
+
+def test_missing_root_says_what_layout_is_expected(tmp_path):
+    with pytest.raises(DataNotFoundError) as err:
+        CarvanaDataset(tmp_path / "nowhere")
+    message = str(err.value)
+    assert "nowhere" in message and "train_masks" in message and "kaggle" in message.lower()
+
+
+def test_missing_masks_are_listed_with_their_count(tiny_set, tmp_path):
+    root = tmp_path / "partial"
+    shutil.copytree(tiny_set, root)
+    gone = sorted((root / "train_masks").glob("*.gif"))[:3]
+    for path in gone:
+        path.unlink()
+    with pytest.raises(DataNotFoundError, match=r"3 of 80 images .* have no mask") as err:
+        CarvanaDataset(root)
+    assert gone[0].name.removesuffix("_mask.gif") in str(err.value)
+
+
+def test_one_car_cannot_be_split(tiny_set, tmp_path):
+    root = tmp_path / "one"
+    for sub in ("train", "train_masks"):
+        (root / sub).mkdir(parents=True)
+    for path in sorted((tiny_set / "train").glob("*.jpg"))[:16]:
+        shutil.copy(path, root / "train")
+        shutil.copy(tiny_set / "train_masks" / f"{path.stem}_mask.gif", root / "train_masks")
+    dm = CarvanaDataModule(root, num_workers=0)
+    with pytest.raises(DataError, match="at least 2"):
+        dm.setup("fit")

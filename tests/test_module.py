@@ -1,0 +1,77 @@
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from carseg.data import CarvanaDataset, build_transforms
+from carseg.module import SegmentationModule
+
+
+def _batch(tiny_set, n=8, size=(48, 64)):
+    ds = CarvanaDataset(tiny_set, transform=build_transforms(size, train=False))
+    items = [ds[i] for i in range(0, 16 * 5, 10)][:n]
+    return torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items])
+
+
+@pytest.mark.parametrize("loss", ["bce", "bce_logdice"])
+def test_overfits_a_tiny_batch(tiny_set, loss):
+    """Lightning fits one batch for 60 steps: loss falls, thresholded Dice rises well above start."""
+    pl.seed_everything(0)
+    images, masks = _batch(tiny_set)
+    module = SegmentationModule(base_width=8, depth=3, loss=loss, lr=3e-3)
+
+    def evaluate() -> tuple[float, float]:
+        module.eval()
+        with torch.no_grad():
+            logits = module(images)
+            module.val_dice.reset()
+            module.val_dice.update((torch.sigmoid(logits) > 0.5).long(), masks.long())
+            scores = module.criterion(logits, masks).item(), module.val_dice.compute().item()
+        module.train()
+        return scores
+
+    start_loss, start_dice = evaluate()
+    trainer = pl.Trainer(max_epochs=60, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, train_dataloaders=DataLoader(TensorDataset(images, masks), batch_size=8))
+    end_loss, end_dice = evaluate()
+    assert end_loss < 0.5 * start_loss
+    assert end_dice > 0.85 and end_dice > start_dice + 0.2
+
+
+def test_checkpoint_alone_rebuilds_the_model(tiny_set, tmp_path):
+    """Hyperparameters are plain values: weights_only loading works and predictions match."""
+    module = SegmentationModule(base_width=4, depth=2, bilinear=False, loss="bce_dice",
+                                dice_weight=0.3)
+    trainer = pl.Trainer(max_epochs=0, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.strategy.connect(module)
+    path = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(path)
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    assert raw["hyper_parameters"]["base_width"] == 4
+    loaded = SegmentationModule.load_from_checkpoint(path, map_location="cpu")
+    assert loaded.hparams.loss == "bce_dice" and loaded.hparams.bilinear is False
+    images, _ = _batch(tiny_set, n=2)
+    module.eval()
+    loaded.eval()
+    with torch.no_grad():
+        assert torch.equal(module(images), loaded(images))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"scheduler": "step"}, "scheduler"), ({"threshold": 1.5}, "threshold"),
+     ({"loss": "dice"}, "loss")],
+)
+def test_bad_options_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SegmentationModule(base_width=2, depth=1, **kwargs)
+
+
+@pytest.mark.parametrize("scheduler", ["cosine", "plateau"])
+def test_schedulers_are_configured(scheduler):
+    module = SegmentationModule(base_width=2, depth=1, scheduler=scheduler)
+    module.trainer = pl.Trainer(max_epochs=4, logger=False)
+    config = module.configure_optimizers()
+    assert "lr_scheduler" in config

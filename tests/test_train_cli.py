@@ -1,0 +1,104 @@
+"""``python src/train.py`` as a user runs it: a real subprocess, Hydra's command line and all."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from carseg.module import SegmentationModule
+
+REPO = Path(__file__).resolve().parents[1]
+# a set of 3 small cars and a tiny U-Net: the whole pipeline in seconds
+TINY = [
+    "data.synthetic.n_cars=3",
+    "data.synthetic.height=64",
+    "data.synthetic.width=96",
+    "data.size=[32,48]",
+    "data.num_workers=0",
+    "model=unet_small",
+    "model.base_width=4",
+    "trainer.max_epochs=2",
+]
+
+pytestmark = pytest.mark.slow
+
+
+def run_train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CARSEG_ROOT": str(tmp_path), "NO_ALBUMENTATIONS_UPDATE": "1"}
+    return subprocess.run(
+        [sys.executable, str(REPO / "src" / "train.py"), *overrides],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )
+
+
+def test_train_writes_checkpoint_and_tensorboard_logs(tmp_path):
+    proc = run_train(tmp_path, *TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "best val/dice:" in proc.stdout and "tensorboard --logdir" in proc.stdout
+    (run,) = (tmp_path / "outputs" / "train" / "runs").iterdir()
+    # the generated set landed in outputs/data, in Kaggle's layout
+    (data,) = (tmp_path / "outputs" / "data").iterdir()
+    assert len(list((data / "train").glob("*.jpg"))) == 48
+    # the config Hydra resolved is kept with the run
+    assert (run / ".hydra" / "config.yaml").is_file()
+
+    best = [p for p in (run / "checkpoints").glob("epoch_*.ckpt")]
+    assert len(best) == 1 and (run / "checkpoints" / "last.ckpt").is_file()
+    assert str(best[0]) in proc.stdout
+    model = SegmentationModule.load_from_checkpoint(best[0], map_location="cpu")
+    assert model.hparams.base_width == 4 and model.hparams.depth == 3
+    logits = model.eval()(torch.zeros(1, 3, 32, 48))
+    assert logits.shape == (1, 1, 32, 48)
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert {"val/dice", "val/loss", "train/loss_epoch"} <= set(tags)
+    assert any(t.startswith("lr-") for t in tags)
+    dice = [e.value for e in events.Scalars("val/dice")]
+    assert len(dice) == 2 and all(0.0 <= d <= 1.0 for d in dice)
+    printed = float(proc.stdout.split("best val/dice:")[1].split()[0])
+    assert printed == pytest.approx(max(dice), abs=1e-4)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+def test_trainer_gpus_on_a_machine_without_gpu_fails_cleanly(tmp_path):
+    proc = run_train(tmp_path, *TINY, "model=unet", "trainer.gpus=1")
+    assert proc.returncode == 2
+    assert "1 GPU(s) asked for" in proc.stderr and "trainer.gpus=0" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    # stopped before any data was generated or training started
+    assert not (tmp_path / "outputs" / "data").exists()
+
+
+def test_trainer_gpus_zero_means_cpu(tmp_path):
+    proc = run_train(tmp_path, *TINY, "trainer.gpus=0", "trainer.max_epochs=1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_missing_carvana_folder_explains_the_layout(tmp_path):
+    proc = run_train(tmp_path, "data=carvana", f"data.root={tmp_path / 'kaggle'}", "debug=fast")
+    assert proc.returncode == 2
+    assert "Carvana data folder not found" in proc.stderr
+    assert "train_masks" in proc.stderr and "kaggle competitions download" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_multirun_runs_each_job_in_its_own_folder(tmp_path):
+    proc = run_train(tmp_path, "-m", *TINY, "trainer.max_epochs=1", "model.base_width=2,4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (sweep,) = (tmp_path / "outputs" / "train" / "multiruns").iterdir()
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert [j.name for j in jobs] == ["0", "1"]
+    widths = []
+    for job in jobs:
+        (ckpt,) = (job / "checkpoints").glob("epoch_*.ckpt")
+        widths.append(torch.load(ckpt, weights_only=True)["hyper_parameters"]["base_width"])
+    assert widths == [2, 4]
