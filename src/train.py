@@ -16,6 +16,8 @@ from pathlib import Path
 os.environ.setdefault("CARSEG_ROOT", str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
+import warnings  # noqa: E402
+
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
@@ -23,6 +25,9 @@ from omegaconf import DictConfig  # noqa: E402
 
 from carseg.cli import user_errors_exit  # noqa: E402
 from carseg.training import train  # noqa: E402
+
+# Lightning 2.6 trips torch 2.13's deprecation of pytree's LeafSpec on every run: nothing to act on.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

@@ -27,8 +27,10 @@ def test_torchmetrics_dice_equals_mean_of_per_image_dice_over_uneven_batches():
     for batch in (slice(0, 5), slice(5, 7)):  # batches of 5 and 2
         metric.update(preds[batch], target[batch])
     expected = torch.nanmean(dice_per_image(preds, target)).item()
-    batch_means = [torch.nanmean(dice_per_image(preds[s], target[s])).item()
-                   for s in (slice(0, 5), slice(5, 7))]
+    batch_means = [
+        torch.nanmean(dice_per_image(preds[s], target[s])).item()
+        for s in (slice(0, 5), slice(5, 7))
+    ]
     assert metric.compute().item() == pytest.approx(expected, abs=1e-6)
     assert expected != pytest.approx(sum(batch_means) / 2, abs=1e-4)
 
@@ -63,7 +65,9 @@ def test_combined_losses_add_the_dice_term():
     logits = torch.randn(2, 1, 8, 8)
     bce = SegmentationLoss("bce")(logits, target)
     dice = soft_dice(logits, target)
-    assert SegmentationLoss("bce_dice", 0.5)(logits, target) == pytest.approx(bce + 0.5 * (1 - dice))
+    assert SegmentationLoss("bce_dice", 0.5)(logits, target) == pytest.approx(
+        bce + 0.5 * (1 - dice)
+    )
     assert SegmentationLoss("bce_logdice", 2.0)(logits, target) == pytest.approx(
         bce - 2.0 * torch.log(dice)
     )

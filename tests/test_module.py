@@ -15,7 +15,7 @@ def _batch(tiny_set, n=8, size=(48, 64)):
 
 @pytest.mark.parametrize("loss", ["bce", "bce_logdice"])
 def test_overfits_a_tiny_batch(tiny_set, loss):
-    """Lightning fits one batch for 60 steps: loss falls, thresholded Dice rises well above start."""
+    """Lightning fits one batch for 60 steps: the loss falls, thresholded Dice rises well above."""
     pl.seed_everything(0)
     images, masks = _batch(tiny_set)
     module = SegmentationModule(base_width=8, depth=3, loss=loss, lr=3e-3)
@@ -31,8 +31,14 @@ def test_overfits_a_tiny_batch(tiny_set, loss):
         return scores
 
     start_loss, start_dice = evaluate()
-    trainer = pl.Trainer(max_epochs=60, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(
+        max_epochs=60,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(module, train_dataloaders=DataLoader(TensorDataset(images, masks), batch_size=8))
     end_loss, end_dice = evaluate()
     assert end_loss < 0.5 * start_loss
@@ -41,10 +47,16 @@ def test_overfits_a_tiny_batch(tiny_set, loss):
 
 def test_checkpoint_alone_rebuilds_the_model(tiny_set, tmp_path):
     """Hyperparameters are plain values: weights_only loading works and predictions match."""
-    module = SegmentationModule(base_width=4, depth=2, bilinear=False, loss="bce_dice",
-                                dice_weight=0.3)
-    trainer = pl.Trainer(max_epochs=0, logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, default_root_dir=tmp_path)
+    module = SegmentationModule(
+        base_width=4, depth=2, bilinear=False, loss="bce_dice", dice_weight=0.3
+    )
+    trainer = pl.Trainer(
+        max_epochs=0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     trainer.strategy.connect(module)
     path = tmp_path / "m.ckpt"
     trainer.save_checkpoint(path)
@@ -61,8 +73,11 @@ def test_checkpoint_alone_rebuilds_the_model(tiny_set, tmp_path):
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"scheduler": "step"}, "scheduler"), ({"threshold": 1.5}, "threshold"),
-     ({"loss": "dice"}, "loss")],
+    [
+        ({"scheduler": "step"}, "scheduler"),
+        ({"threshold": 1.5}, "threshold"),
+        ({"loss": "dice"}, "loss"),
+    ],
 )
 def test_bad_options_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -1,7 +1,6 @@
 """The loader and a short training on the 32 real Carvana pairs (Kaggle's own files)."""
 
 import numpy as np
-import pytest
 import pytorch_lightning as pl
 
 from carseg.data import CarvanaDataModule, CarvanaDataset, car_id

@@ -39,7 +39,9 @@ def test_known_small_cases():
     assert np.array_equal(rle_decode("1 1 6 1", (2, 3)), [[1, 0, 0], [0, 0, 1]])
 
 
-@given(arrays(np.uint8, st.tuples(st.integers(1, 30), st.integers(1, 30)), elements=st.integers(0, 1)))
+@given(
+    arrays(np.uint8, st.tuples(st.integers(1, 30), st.integers(1, 30)), elements=st.integers(0, 1))
+)
 def test_round_trip(mask):
     encoded = rle_encode(mask)
     decoded = rle_decode(encoded, mask.shape)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -95,26 +99,39 @@ def test_masks_are_cars_seen_from_16_sides(small_set: Path) -> None:
         assert max(ends) < width_of(car, 3) < min(sides)  # a diagonal is in between
 
 
-def test_mask_lines_up_with_the_car_in_the_image() -> None:
-    # The mask's outline must sit on the image's edges: shifting it by 2 pixels loses them.
-    aligned, shifted = [], []
-    for index in range(4):
+def test_mask_is_exactly_where_the_car_hides_the_studio() -> None:
+    # Render each view twice, in two studios: the car's pixels are the same in both, the
+    # background's differ. Inside the mask (1 pixel in from its edge) the two images must agree,
+    # outside it they must differ; a mask off by one pixel fails the first test.
+    def interior(m: np.ndarray) -> np.ndarray:
+        return m & np.roll(m, 1, 0) & np.roll(m, -1, 0) & np.roll(m, 1, 1) & np.roll(m, -1, 1)
+
+    inside, outside = [], []
+    for index in range(8):
         car = sample_car(np.random.default_rng([1, index]))
-        for view in (2, 5, 9):
-            image, mask = render_view(car, view, 80, 120, np.random.default_rng(view))
-            grey = image.astype(np.float32).mean(axis=2)
-            gradient = np.hypot(*np.gradient(grey))
-            for dy, dx, scores in ((0, 0, aligned), (2, 0, shifted), (0, 2, shifted)):
-                moved = np.roll(mask, (dy, dx), axis=(0, 1)).astype(bool)
-                edge = moved & ~(np.roll(moved, 1, 0) & np.roll(moved, -1, 0)
-                                 & np.roll(moved, 1, 1) & np.roll(moved, -1, 1))  # fmt: skip
-                scores.append(gradient[edge].mean())
-    assert np.mean(aligned) > 1.5 * np.mean(shifted), (np.mean(aligned), np.mean(shifted))
+        other = dataclasses.replace(car, studio_seed=car.studio_seed + 1)
+        for view in (1, 3, 5, 9):
+            a, mask = render_view(car, view, 80, 120, np.random.default_rng(view))
+            b, mask_b = render_view(other, view, 80, 120, np.random.default_rng(view))
+            np.testing.assert_array_equal(mask, mask_b)
+            same = np.abs(a.astype(int) - b.astype(int)).max(axis=2) <= 2
+            inside.append(same[interior(mask == 1)].mean())
+            outside.append(1 - same[interior(mask == 0)].mean())
+    assert min(inside) > 0.98 and np.mean(inside) > 0.995, (min(inside), np.mean(inside))
+    assert min(outside) > 0.95 and np.mean(outside) > 0.99, (min(outside), np.mean(outside))
 
 
 def test_same_seed_same_bytes_other_seed_other_set(tmp_path: Path) -> None:
     first = snapshot(generate_dataset(tmp_path / "a", 2, H, W, seed=7))
-    again = snapshot(generate_dataset(tmp_path / "b", 2, H, W, seed=7))
+    # A fresh interpreter: nothing cached in this process may hide a difference.
+    code = (
+        "import sys; from carseg.synthetic import generate_dataset; "
+        f"generate_dataset(sys.argv[1], 2, {H}, {W}, seed=7)"
+    )
+    src = str(Path(synthetic.__file__).parents[1])  # the carseg under test, installed or not
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "b")], check=True, env=env)
+    again = snapshot(tmp_path / "b")
     assert first.keys() == again.keys()
     for name in first:
         assert first[name][1] == again[name][1], name
@@ -126,7 +143,9 @@ def test_same_seed_same_bytes_other_seed_other_set(tmp_path: Path) -> None:
 def test_sample_car_is_deterministic_and_varied() -> None:
     assert sample_car(np.random.default_rng(3)) == sample_car(np.random.default_rng(3))
     cars = [sample_car(np.random.default_rng([0, i])) for i in range(60)]
-    assert all(isinstance(car, CarSpec) and re.fullmatch("[0-9a-f]{12}", car.car_id) for car in cars)
+    assert all(
+        isinstance(car, CarSpec) and re.fullmatch("[0-9a-f]{12}", car.car_id) for car in cars
+    )
     assert len({car.car_id for car in cars}) == 60
     assert len({car.body_type for car in cars}) >= 4
     assert len({car.color_name for car in cars}) >= 6
@@ -137,7 +156,12 @@ def test_sample_car_is_deterministic_and_varied() -> None:
 def test_render_view_contract() -> None:
     car = sample_car(np.random.default_rng(0))
     image, mask = render_view(car, 1, 40, 60, np.random.default_rng(0))
-    assert (image.shape, image.dtype, mask.shape, mask.dtype) == ((40, 60, 3), np.uint8, (40, 60), np.uint8)
+    assert (image.shape, image.dtype, mask.shape, mask.dtype) == (
+        (40, 60, 3),
+        np.uint8,
+        (40, 60),
+        np.uint8,
+    )
     assert set(np.unique(mask).tolist()) == {0, 1}
     for view in (0, 17):
         with pytest.raises(ValueError, match="view must be 1..16"):
@@ -215,6 +239,10 @@ def test_ensure_and_generate_refuse_foreign_content(tmp_path: Path) -> None:
         assert str(root) in str(err.value)
     with pytest.raises(FileExistsError, match="notes.txt"):
         ensure_dataset(root, 1, H, W, seed=0)
+    (tmp_path / "a_file").write_text("not a folder")
+    with pytest.raises(FileExistsError, match="is a file"):
+        ensure_dataset(tmp_path / "a_file", 1, H, W, seed=0)
+    (tmp_path / "a_file").unlink()
     assert [p.name for p in root.iterdir()] == ["notes.txt"]
     assert (root / "notes.txt").read_text() == "my own data"
     assert [p.name for p in tmp_path.iterdir()] == ["mine"]
@@ -224,6 +252,9 @@ def test_a_failed_run_leaves_no_half_written_set(tmp_path: Path, monkeypatch) ->
     calls = []
 
     def render_then_fail(*args, **kwargs):
+        # While it runs, the set is written into a hidden sibling, never into root itself.
+        assert not (tmp_path / "set").exists()
+        assert [p.name[:9] for p in tmp_path.iterdir()] == [".set.tmp-"]
         calls.append(1)
         if len(calls) > 5:
             raise RuntimeError("killed")

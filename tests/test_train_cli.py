@@ -32,7 +32,11 @@ def run_train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "CARSEG_ROOT": str(tmp_path), "NO_ALBUMENTATIONS_UPDATE": "1"}
     return subprocess.run(
         [sys.executable, str(REPO / "src" / "train.py"), *overrides],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -50,6 +54,8 @@ def test_train_writes_checkpoint_and_tensorboard_logs(tmp_path):
     best = [p for p in (run / "checkpoints").glob("epoch_*.ckpt")]
     assert len(best) == 1 and (run / "checkpoints" / "last.ckpt").is_file()
     assert str(best[0]) in proc.stdout
+    saved = torch.load(best[0], map_location="cpu", weights_only=True)
+    assert saved["datamodule_hyper_parameters"]["size"] == [32, 48]
     model = SegmentationModule.load_from_checkpoint(best[0], map_location="cpu")
     assert model.hparams.base_width == 4 and model.hparams.depth == 3
     logits = model.eval()(torch.zeros(1, 3, 32, 48))

@@ -43,7 +43,8 @@ Expected Kaggle's Carvana layout:
     <root>/train/<car>_<view>.jpg             (or train_hq/)
     <root>/train_masks/<car>_<view>_mask.gif  (or train_masks.csv with img,rle_mask rows)
 Get it from https://www.kaggle.com/c/carvana-image-masking-challenge/data (an account and the
-competition's rules accepted), e.g. `kaggle competitions download -c carvana-image-masking-challenge`,
+competition's rules accepted), e.g. with
+    kaggle competitions download -c carvana-image-masking-challenge
 unzip train.zip and train_masks.zip into <root>, then run with data=carvana data.root=<root>.
 Without the data, `data=synthetic` (the default) trains on a generated set in the same layout."""
 
@@ -59,8 +60,8 @@ def split_by_car(
     """Split image ids into (train, val) so that all views of a car fall on the same side.
 
     Splitting Carvana by image leaks 15 other views of each validation car into training and
-    inflates validation Dice. The split depends only on the set of car ids and ``seed``. At least one
-    car goes to each side when there are two cars or more and ``0 < val_fraction < 1``.
+    inflates validation Dice. The split depends only on the set of car ids and ``seed``. At least
+    one car goes to each side when there are two cars or more and ``0 < val_fraction < 1``.
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
@@ -105,7 +106,7 @@ def build_transforms(
 
 
 def _list_files(folder: Path, extensions: tuple[str, ...]) -> dict[str, Path]:
-    """``{file stem: path}`` for the files in ``folder`` with one of ``extensions`` (one listing)."""
+    """``{file stem: path}`` of the files in ``folder`` ending in one of ``extensions``."""
     with os.scandir(folder) as entries:
         return {
             Path(e.name).stem: Path(e.path)
@@ -259,6 +260,10 @@ class CarvanaDataModule(pl.LightningDataModule):
         synthetic: dict | None = None,
     ) -> None:
         super().__init__()
+        # Saved into checkpoints (as plain values, for weights_only loading): evaluation and
+        # prediction read the training size and normalisation from there.
+        self.save_hyperparameters()
+        self.hparams.update(root=str(root), size=[int(s) for s in size])
         if len(size) != 2 or min(size) < 1:
             raise ConfigError(f"data.size must be [height, width], got {list(size)}")
         self.root = Path(root).expanduser()
@@ -279,7 +284,12 @@ class CarvanaDataModule(pl.LightningDataModule):
         if self.synthetic is not None:
             from carseg.synthetic import ensure_dataset
 
-            ensure_dataset(self.root, **self.synthetic)
+            try:
+                ensure_dataset(self.root, **self.synthetic)
+            except FileExistsError as err:
+                raise DataError(f"{err} (data.root)") from None
+            except ValueError as err:
+                raise ConfigError(f"data.synthetic: {err}") from None
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
@@ -300,9 +310,13 @@ class CarvanaDataModule(pl.LightningDataModule):
         )
         log.info(
             "Carvana data %s: %d train / %d val images (%d / %d cars), resized to %dx%d",
-            self.root, len(train_ids), len(val_ids),
-            len({car_id(i) for i in train_ids}), len({car_id(i) for i in val_ids}),
-            self.size[0], self.size[1],
+            self.root,
+            len(train_ids),
+            len(val_ids),
+            len({car_id(i) for i in train_ids}),
+            len({car_id(i) for i in val_ids}),
+            self.size[0],
+            self.size[1],
         )
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:

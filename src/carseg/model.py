@@ -112,9 +112,7 @@ class UNet(nn.Module):
         self.depth = depth
         widths = [base_width * 2**level for level in range(depth + 1)]  # e.g. 64 .. 1024
         self.inc = DoubleConv(in_channels, widths[0], batch_norm)
-        self.downs = nn.ModuleList(
-            Down(widths[i], widths[i + 1], batch_norm) for i in range(depth)
-        )
+        self.downs = nn.ModuleList(Down(widths[i], widths[i + 1], batch_norm) for i in range(depth))
         self.ups = nn.ModuleList(
             Up(widths[i + 1], widths[i], bilinear, batch_norm) for i in reversed(range(depth))
         )

@@ -67,16 +67,27 @@ class SegmentationModule(pl.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         images, masks = batch
         loss = self.criterion(self(images), masks)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
-                 batch_size=images.shape[0])
+        self.log(
+            "train/loss",
+            loss,
+            on_step=True,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=images.shape[0],
+        )
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, masks = batch
         logits = self(images)
         # Logged per batch and averaged by Lightning weighted by batch size: the mean over images.
-        self.log("val/loss", self.criterion(logits, masks), on_epoch=True,
-                 batch_size=images.shape[0], sync_dist=True)
+        self.log(
+            "val/loss",
+            self.criterion(logits, masks),
+            on_epoch=True,
+            batch_size=images.shape[0],
+            sync_dist=True,
+        )
         preds = (torch.sigmoid(logits) > self.hparams.threshold).long()
         self.val_dice.update(preds, masks.long())
         # Logging the Metric object lets torchmetrics compute once over the whole validation set.

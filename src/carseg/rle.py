@@ -96,7 +96,9 @@ def read_rle_csv(path: str | Path) -> dict[str, str]:
             raise ValueError(f"{path}: expected the header 'img,rle_mask', found {header!r}")
         for line, row in enumerate(reader, start=2):
             if len(row) != 2:
-                raise ValueError(f"{path}, line {line}: expected 2 fields (img,rle_mask), got {row}")
+                raise ValueError(
+                    f"{path}, line {line}: expected 2 fields (img,rle_mask), got {row}"
+                )
             name, rle = row[0].strip(), row[1]
             if name in rows:
                 raise ValueError(f"{path}, line {line}: image {name!r} is listed twice")

@@ -59,7 +59,10 @@ def resolve_trainer_config(trainer: Mapping[str, Any], multirun: bool = False) -
         if gpus == 0 or gpus == []:
             cfg["accelerator"], cfg["devices"] = "cpu", 1
         else:
-            cfg["accelerator"], cfg["devices"] = "gpu", list(gpus) if isinstance(gpus, list | tuple) else gpus
+            cfg["accelerator"], cfg["devices"] = (
+                "gpu",
+                list(gpus) if isinstance(gpus, list | tuple) else gpus,
+            )
 
     accelerator = str(cfg.get("accelerator", "auto"))
     if accelerator in ("gpu", "cuda"):
@@ -87,7 +90,8 @@ def _check_gpus(devices: Any) -> None:
         wanted = int(devices)
     if available == 0:
         why = (
-            "this PyTorch is a CPU-only build" if torch.version.cuda is None
+            "this PyTorch is a CPU-only build"
+            if torch.version.cuda is None
             else "CUDA finds no GPU (check the driver and CUDA_VISIBLE_DEVICES)"
         )
         raise ConfigError(
@@ -150,9 +154,9 @@ def _result(trainer: pl.Trainer) -> TrainResult:
         best_path = checkpoint.best_model_path or None
         last_path = checkpoint.last_model_path or None
         if best_path:
-            best_epoch = torch.load(
-                best_path, map_location="cpu", weights_only=True, mmap=True
-            )["epoch"]
+            best_epoch = torch.load(best_path, map_location="cpu", weights_only=True, mmap=True)[
+                "epoch"
+            ]
     if best_score is None and "val/dice" in trainer.callback_metrics:
         best_score = float(trainer.callback_metrics["val/dice"])
     log_dir = next(
