@@ -9,8 +9,8 @@ Deviations from the paper, all usual in Carvana solutions (milesial/Pytorch-UNet
 - BatchNorm after every convolution (optional: ``batch_norm=False`` restores conv + bias + ReLU);
 - bilinear upsampling followed by a 1x1 convolution (default) or a 2x2 transposed convolution;
 - configurable base width (64 in the paper) and depth (4 poolings in the paper);
-- inputs whose sides are not multiples of ``2**depth`` are padded (reflect) and the logits cropped
-  back, so any size works.
+- inputs whose sides are not multiples of ``2**depth`` are padded (edge pixels repeated) and the
+  logits cropped back, so any size works.
 """
 
 from __future__ import annotations
@@ -110,6 +110,7 @@ class UNet(nn.Module):
         if base_width < 1:
             raise ValueError(f"UNet base_width must be at least 1, got {base_width}")
         self.depth = depth
+        self.multiple = 2**depth  # input sides are padded up to multiples of this
         widths = [base_width * 2**level for level in range(depth + 1)]  # e.g. 64 .. 1024
         self.inc = DoubleConv(in_channels, widths[0], batch_norm)
         self.downs = nn.ModuleList(Down(widths[i], widths[i + 1], batch_norm) for i in range(depth))
@@ -135,12 +136,11 @@ class UNet(nn.Module):
         return logits[..., :height, :width]
 
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
-        """Pad the bottom and right edges up to multiples of ``2**depth`` (reflect if possible)."""
-        multiple = 2**self.depth
+        """Pad the bottom and right edges up to multiples of ``2**depth`` by repeating the edge.
+
+        Always a pad (of zero where the size fits) and always one mode, so that an exported graph
+        (ONNX, torch.export) stays valid for every input size rather than the traced one's.
+        """
         height, width = x.shape[-2:]
-        pad_h, pad_w = -height % multiple, -width % multiple
-        if not (pad_h or pad_w):
-            return x
-        # Reflect padding needs the pad smaller than the side; tiny inputs fall back to replicate.
-        mode = "reflect" if pad_h < height and pad_w < width else "replicate"
-        return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        pad = [0, -width % self.multiple, 0, -height % self.multiple]  # left, right, top, bottom
+        return F.pad(x, pad, mode="replicate")

@@ -1,0 +1,157 @@
+"""Predict masks at the original image size from a checkpoint or an exported ONNX model.
+
+The model sees each image resized to its training size; its probabilities are upsampled
+(bilinear) back to the image's own size *before* thresholding, as Kaggle scored masks at 1918x1280.
+Test-time augmentation averages the probabilities of the image and of its mirror image.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from carseg.data import IMAGE_EXTENSIONS, build_transforms  # noqa: E402
+from carseg.errors import ConfigError, DataError, DataNotFoundError  # noqa: E402
+from carseg.module import SegmentationModule  # noqa: E402
+
+# A forward pass: normalised images (B, 3, H, W) -> logits (B, 1, H, W), both float32 on the CPU.
+Forward = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What inference needs to know of a trained model, read from its checkpoint."""
+
+    size: tuple[int, int]  # (height, width) it was trained at
+    threshold: float
+    hparams: dict
+
+
+def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[SegmentationModule, ModelInfo]:
+    """The trained model in eval mode, and its training size and threshold.
+
+    Loading uses ``weights_only=True``: a checkpoint carrying pickled code is refused.
+
+    Raises:
+        DataNotFoundError: no file at ``path``.
+        DataError: the file is not a carseg checkpoint.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataNotFoundError(f"Checkpoint not found: {path}")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # the reasons are many (not a zip, pickled code, truncated ...)
+        raise DataError(f"{path} is not a checkpoint that loads safely: {err}") from None
+    if not isinstance(raw, dict) or "state_dict" not in raw or "hyper_parameters" not in raw:
+        raise DataError(f"{path} is not a carseg training checkpoint (no state_dict/hyper_parameters)")
+    try:
+        model = SegmentationModule(**raw["hyper_parameters"])
+        model.load_state_dict(raw["state_dict"])
+    except (TypeError, RuntimeError) as err:
+        raise DataError(
+            f"{path} does not fit this version's SegmentationModule (another model config?): {err}"
+        ) from None
+    model.eval().to(device)
+    data = raw.get("datamodule_hyper_parameters", {})
+    size = tuple(data.get("size", (320, 480)))
+    return model, ModelInfo(size=size, threshold=model.hparams.threshold, hparams=dict(model.hparams))
+
+
+def torch_forward(model: torch.nn.Module, device: str = "cpu") -> Forward:
+    """A ``Forward`` over a PyTorch model, without gradients."""
+
+    @torch.no_grad()
+    def forward(images: torch.Tensor) -> torch.Tensor:
+        return model(images.to(device)).float().cpu()
+
+    return forward
+
+
+def onnx_forward(path: str | Path) -> Forward:
+    """A ``Forward`` over an exported ONNX model, run by ONNX Runtime on the CPU."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ConfigError(
+            "Running an ONNX model needs onnxruntime: pip install -e '.[onnx]'"
+        ) from None
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+
+    def forward(images: torch.Tensor) -> torch.Tensor:
+        (logits,) = session.run(None, {input_name: images.numpy()})
+        return torch.from_numpy(logits)
+
+    return forward
+
+
+class Predictor:
+    """Probabilities at each image's original size.
+
+    Args:
+        forward: the model (``torch_forward`` or ``onnx_forward``).
+        size: (height, width) the model expects (its training size).
+        tta: also predict the mirror image and average the probabilities.
+    """
+
+    def __init__(self, forward: Forward, size: Sequence[int], tta: bool = False) -> None:
+        self.forward = forward
+        self.size = (int(size[0]), int(size[1]))
+        self.tta = tta
+        self.transform = build_transforms(self.size, train=False)
+
+    def probabilities(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Car probability maps, float32 ``(H_i, W_i)``, for uint8 RGB images ``(H_i, W_i, 3)``."""
+        batch = torch.stack([self.transform(image=image)["image"] for image in images])
+        probs = torch.sigmoid(self.forward(batch))  # (B, 1, h, w) at the model's size
+        if self.tta:
+            mirrored = torch.sigmoid(self.forward(batch.flip(-1))).flip(-1)
+            probs = (probs + mirrored) / 2
+        return [
+            F.interpolate(p[None], size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0]
+            .numpy()
+            for p, image in zip(probs, images, strict=True)
+        ]
+
+
+def list_images(path: str | Path) -> list[Path]:
+    """The image files at ``path`` (a file, or the images directly in a folder), sorted by name.
+
+    Raises:
+        DataNotFoundError: nothing there, or no image in the folder.
+    """
+    path = Path(path).expanduser()
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise DataNotFoundError(f"Input not found: {path} (give an image file or a folder of images)")
+    images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not images:
+        raise DataNotFoundError(
+            f"No images ({', '.join(IMAGE_EXTENSIONS)}) in {path}: nothing to predict"
+        )
+    return images
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    """An image file as uint8 RGB ``(H, W, 3)``."""
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def batched(items: Sequence, size: int) -> Iterator[Sequence]:
+    """Consecutive slices of ``items`` of at most ``size``."""
+    if size < 1:
+        raise ConfigError(f"batch_size must be at least 1, got {size}")
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
