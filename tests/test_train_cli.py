@@ -2,42 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from carseg.module import SegmentationModule
+from helpers import TINY_TRAIN, run_script
 
-REPO = Path(__file__).resolve().parents[1]
-# a set of 3 small cars and a tiny U-Net: the whole pipeline in seconds
-TINY = [
-    "data.synthetic.n_cars=3",
-    "data.synthetic.height=64",
-    "data.synthetic.width=96",
-    "data.size=[32,48]",
-    "data.num_workers=0",
-    "model=unet_small",
-    "model.base_width=4",
-    "trainer.max_epochs=2",
-]
-
+TINY = TINY_TRAIN
 pytestmark = pytest.mark.slow
 
 
-def run_train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CARSEG_ROOT": str(tmp_path), "NO_ALBUMENTATIONS_UPDATE": "1"}
-    return subprocess.run(
-        [sys.executable, str(REPO / "src" / "train.py"), *overrides],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def run_train(root: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return run_script(root, "train", *overrides)
 
 
 def test_train_writes_checkpoint_and_tensorboard_logs(tmp_path):

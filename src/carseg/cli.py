@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from hydra.errors import InstantiationException
 
-from carseg.errors import CarsegError
+from carseg.errors import CarsegError, ConfigError
 
 
 @contextlib.contextmanager
@@ -25,3 +25,9 @@ def user_errors_exit() -> Iterator[None]:
             raise
         print(f"error: {cause}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def require(cfg, key: str, what: str) -> None:
+    """Stop with a message naming ``key`` when the config leaves it empty."""
+    if cfg.get(key) in (None, ""):
+        raise ConfigError(f"{key} is required: {what}")

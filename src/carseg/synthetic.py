@@ -36,7 +36,7 @@ from carseg.rle import rle_encode, write_rle_csv
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # bump when the rendering changes: a set made by another version is refused
 N_VIEWS = 16  # 22.5 degrees apart
 MIN_SIZE = 32
 _SS = 2  # supersampling factor

@@ -1,0 +1,36 @@
+"""Helpers the end-to-end tests share."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# A set of 3 small generated cars and a tiny U-Net: the whole pipeline in seconds.
+TINY_TRAIN = [
+    "data.synthetic.n_cars=3",
+    "data.synthetic.height=64",
+    "data.synthetic.width=96",
+    "data.size=[32,48]",
+    "data.num_workers=0",
+    "model=unet_small",
+    "model.base_width=4",
+    "trainer.max_epochs=2",
+]
+
+
+def run_script(root: Path, script: str, *overrides: str) -> subprocess.CompletedProcess:
+    """Run ``src/<script>.py`` as a user would, with runs landing in ``root/outputs``."""
+    env = {**os.environ, "CARSEG_ROOT": str(root), "NO_ALBUMENTATIONS_UPDATE": "1"}
+    return subprocess.run(
+        [sys.executable, str(REPO / "src" / f"{script}.py"), *overrides],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
