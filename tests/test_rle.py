@@ -77,3 +77,38 @@ def test_csv_bad_row_names_its_line(tmp_path):
     (tmp_path / "s.csv").write_text("img,rle_mask\na.jpg,1 2\nb.jpg\n")
     with pytest.raises(ValueError, match="line 3"):
         read_rle_csv(tmp_path / "s.csv")
+
+
+@given(
+    st.integers(1, 40),
+    st.integers(1, 40),
+    st.sampled_from(["empty", "full", "edges", "checker"]),
+)
+def test_round_trip_special_masks(height, width, kind):
+    mask = np.zeros((height, width), dtype=np.uint8)
+    if kind == "full":
+        mask[:] = 1
+    elif kind == "edges":  # runs that start at the first pixel and end at the last
+        mask[0, 0] = mask[-1, -1] = 1
+    elif kind == "checker":  # the most runs a mask can have
+        mask[(np.indices(mask.shape).sum(axis=0) % 2) == 0] = 1
+    encoded = rle_encode(mask)
+    assert np.array_equal(rle_decode(encoded, mask.shape), mask)
+    if kind == "empty":
+        assert encoded == ""
+    if kind == "full":
+        assert encoded == f"1 {height * width}"
+    if kind == "edges":
+        assert encoded.startswith("1 ")
+        last_start, last_length = map(int, encoded.split()[-2:])
+        assert last_start + last_length - 1 == height * width
+
+
+@given(st.text(max_size=60))
+def test_decoding_any_string_gives_a_mask_or_a_clear_error(text):
+    try:
+        mask = rle_decode(text, (5, 7))
+    except ValueError as err:
+        assert str(err)
+    else:
+        assert mask.shape == (5, 7) and set(np.unique(mask)) <= {0, 1}
