@@ -53,7 +53,8 @@ def test_round_trip(mask):
     ("rle", "message"),
     [
         ("1 2 3", "odd number"),
-        ("a 2", "not an integer"),
+        ("a 2", "not a pixel count"),
+        ("1 99999999999999999999999", "not a pixel count"),
         ("0 2", "1-based"),
         ("1 0", "at least 1"),
         ("1 3 2 1", "overlap"),

@@ -11,9 +11,11 @@ A car has 16 views (``_01`` .. ``_16``); the car id is the file name up to its l
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 # albumentations checks PyPI for a newer version at import unless told not to (no network here,
@@ -29,7 +31,8 @@ from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 from carseg.errors import ConfigError, DataError, DataNotFoundError  # noqa: E402
-from carseg.rle import read_rle_csv, rle_decode  # noqa: E402
+from carseg.rle import read_rle_rows, rle_decode  # noqa: E402
+from carseg.validation import Problem, check_dataset, describe  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +130,7 @@ class CarvanaDataset(Dataset):
         transform: an albumentations transform taking ``image`` and ``mask``; without one, items
             are the raw arrays.
         image_dir: ``"train"`` or ``"train_hq"``.
+        skip_missing_masks: leave out images without a mask (with a warning) instead of stopping.
 
     Items are ``(image, mask)``: with the usual transforms a float tensor ``(3, H, W)`` and a float
     tensor ``(1, H, W)`` in {0, 1}; without, ``uint8`` arrays ``(H, W, 3)`` and ``(H, W)``.
@@ -138,6 +142,7 @@ class CarvanaDataset(Dataset):
         ids: Sequence[str] | None = None,
         transform: A.Compose | None = None,
         image_dir: str = "train",
+        skip_missing_masks: bool = False,
     ) -> None:
         self.root = Path(root).expanduser()
         self.image_dir = self.root / image_dir
@@ -152,35 +157,6 @@ class CarvanaDataset(Dataset):
         if not images:
             raise DataNotFoundError(f"No .jpg/.png images in {self.image_dir}\n{LAYOUT_HELP}")
 
-        mask_dir = self.root / "train_masks"
-        csv_path = self.root / "train_masks.csv"
-        self.rles: dict[str, str] = {}
-        self.mask_paths: dict[str, Path] = {}
-        if mask_dir.is_dir():
-            masks = {
-                stem.removesuffix("_mask"): path
-                for stem, path in _list_files(mask_dir, MASK_EXTENSIONS).items()
-            }
-            self.mask_paths = {i: masks[i] for i in images if i in masks}
-            missing = sorted(set(images) - set(masks))
-        elif csv_path.is_file():
-            try:
-                rows = read_rle_csv(csv_path)
-            except ValueError as err:
-                raise DataError(str(err)) from None
-            self.rles = {Path(name).stem: rle for name, rle in rows.items()}
-            missing = sorted(set(images) - set(self.rles))
-        else:
-            raise DataNotFoundError(
-                f"No masks for {self.image_dir}: neither {mask_dir} nor {csv_path} exists\n"
-                f"{LAYOUT_HELP}"
-            )
-        if missing:
-            shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
-            raise DataNotFoundError(
-                f"{len(missing)} of {len(images)} images in {self.image_dir} have no mask: {shown}"
-            )
-
         chosen = sorted(images) if ids is None else list(ids)
         unknown = [i for i in chosen if i not in images]
         if unknown:
@@ -188,6 +164,47 @@ class CarvanaDataset(Dataset):
                 f"{len(unknown)} requested ids are not in {self.image_dir}: "
                 f"{', '.join(unknown[:10])}"
             )
+
+        mask_dir = self.root / "train_masks"
+        csv_path = self.root / "train_masks.csv"
+        self.rles: dict[str, str] = {}
+        self.rle_lines: dict[str, int] = {}  # line of each RLE row in train_masks.csv
+        self.mask_paths: dict[str, Path] = {}
+        if mask_dir.is_dir():
+            masks = {
+                stem.removesuffix("_mask"): path
+                for stem, path in _list_files(mask_dir, MASK_EXTENSIONS).items()
+            }
+            self.mask_paths = {i: masks[i] for i in chosen if i in masks}
+            has_mask = self.mask_paths
+        elif csv_path.is_file():
+            try:
+                rows = read_rle_rows(csv_path)
+            except ValueError as err:
+                raise DataError(str(err)) from None
+            self.rles = {Path(name).stem: rle for _, name, rle in rows}
+            self.rle_lines = {Path(name).stem: line for line, name, _ in rows}
+            has_mask = self.rles
+        else:
+            raise DataNotFoundError(
+                f"No masks for {self.image_dir}: neither {mask_dir} nor {csv_path} exists\n"
+                f"{LAYOUT_HELP}"
+            )
+        missing = [i for i in chosen if i not in has_mask]
+        if missing:
+            shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+            message = (
+                f"{len(missing)} of {len(chosen)} images in {self.image_dir} have no mask: {shown}"
+            )
+            if not skip_missing_masks:
+                raise DataNotFoundError(
+                    f"{message}\nAdd their masks, remove the images, or train without them with "
+                    "data.on_bad_file=skip"
+                )
+            log.warning("%s; training without them (data.on_bad_file=skip)", message)
+            chosen = [i for i in chosen if i in has_mask]
+            if not chosen:
+                raise DataNotFoundError(f"No image in {self.image_dir} has a mask")
         self.ids = chosen
         self.image_paths = {i: images[i] for i in chosen}
 
@@ -195,21 +212,39 @@ class CarvanaDataset(Dataset):
         return len(self.ids)
 
     def load_image(self, image_id: str) -> np.ndarray:
-        """The image as ``uint8`` RGB ``(H, W, 3)`` at its original size."""
-        with Image.open(self.image_paths[image_id]) as img:
+        """The image as ``uint8`` RGB ``(H, W, 3)`` at its original size (grey, RGBA, CMYK and
+        palette images are converted)."""
+        path = self.image_paths[image_id]
+        with _decoding(path), Image.open(path) as img:
             return np.asarray(img.convert("RGB"))
 
     def load_mask(self, image_id: str, shape: tuple[int, int] | None = None) -> np.ndarray:
-        """The mask as ``uint8`` ``(H, W)`` in {0, 1}; ``shape`` is needed for RLE masks."""
+        """The mask as ``uint8`` ``(H, W)`` in {0, 1}; ``shape`` is needed for RLE masks.
+
+        Kaggle's palette GIFs hold indices {0, 1}; other tools save {0, 255} or RGB: any non-zero
+        value (of the palette index, or of the grey level) is car.
+        """
         if image_id in self.mask_paths:
-            with Image.open(self.mask_paths[image_id]) as m:
-                # Kaggle's palette GIFs hold indices {0, 1}; other tools save {0, 255}.
+            path = self.mask_paths[image_id]
+            with _decoding(path), Image.open(path) as m:
                 values = np.asarray(m if m.mode in ("P", "L", "1") else m.convert("L"))
             return (values > 0).astype(np.uint8)
         if shape is None:
-            with Image.open(self.image_paths[image_id]) as img:
+            with (
+                _decoding(self.image_paths[image_id]),
+                Image.open(self.image_paths[image_id]) as img,
+            ):
                 shape = (img.height, img.width)
-        return rle_decode(self.rles[image_id], shape)
+        try:
+            return rle_decode(self.rles[image_id], shape)
+        except ValueError as err:
+            line = self.rle_lines.get(image_id, "?")
+            raise DataError(f"{self.root / 'train_masks.csv'}, line {line}: {err}") from None
+
+    def problems(self) -> list[Problem]:
+        """Everything wrong with this data set's files that their headers show (see
+        ``carseg.validation``)."""
+        return check_dataset(self.image_paths, self.mask_paths, self.rles, self.rle_lines)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image_id = self.ids[index]
@@ -226,6 +261,15 @@ class CarvanaDataset(Dataset):
         return out["image"], out["mask"].unsqueeze(0).float()
 
 
+@contextlib.contextmanager
+def _decoding(path: Path) -> Iterator[None]:
+    """Name the file when Pillow cannot decode it (mid-epoch, this message is all a user sees)."""
+    try:
+        yield
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise DataError(f"Cannot decode {path}: {type(err).__name__}: {err}") from None
+
+
 class CarvanaDataModule(pl.LightningDataModule):
     """Train/validation loaders over a Carvana folder, split by car.
 
@@ -240,6 +284,9 @@ class CarvanaDataModule(pl.LightningDataModule):
         pin_memory: page-locked batches, for a faster host-to-GPU copy; None: when CUDA is there.
         persistent_workers: keep workers between epochs (only with ``num_workers > 0``).
         augment: random flip, small affine and colour changes on the training split.
+        validate: check every image and mask (headers, sizes, RLE rows) before training starts.
+        on_bad_file: ``"error"`` stops before training with every problem listed; ``"skip"``
+            trains without the images that have one (listed in a warning).
         synthetic: if given, parameters of ``carseg.synthetic.ensure_dataset`` (``n_cars``,
             ``height``, ``width``, ``seed``): the set is generated into ``root`` on first use
             (in ``prepare_data``, rank 0 only) and reused after.
@@ -257,6 +304,8 @@ class CarvanaDataModule(pl.LightningDataModule):
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
         augment: bool = True,
+        validate: bool = True,
+        on_bad_file: str = "error",
         synthetic: dict | None = None,
     ) -> None:
         super().__init__()
@@ -276,6 +325,10 @@ class CarvanaDataModule(pl.LightningDataModule):
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
         self.augment = augment
+        if on_bad_file not in ("error", "skip"):
+            raise ConfigError(f"data.on_bad_file must be 'error' or 'skip', got {on_bad_file!r}")
+        self.validate = validate
+        self.on_bad_file = on_bad_file
         self.synthetic = dict(synthetic) if synthetic else None
         self.train_set: CarvanaDataset | None = None
         self.val_set: CarvanaDataset | None = None
@@ -294,19 +347,31 @@ class CarvanaDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        everything = CarvanaDataset(self.root, image_dir=self.image_dir)
-        train_ids, val_ids = split_by_car(everything.ids, self.val_fraction, self.split_seed)
+        skip = self.on_bad_file == "skip"
+        everything = CarvanaDataset(self.root, image_dir=self.image_dir, skip_missing_masks=skip)
+        ids = everything.ids
+        if self.validate:
+            ids = self._usable(everything, skip)
+        train_ids, val_ids = split_by_car(ids, self.val_fraction, self.split_seed)
         if not train_ids or not val_ids:
-            cars = len({car_id(i) for i in everything.ids})
+            cars = len({car_id(i) for i in ids})
             raise DataError(
                 f"{self.root} holds {cars} car(s): a split by car needs at least 2 "
                 "(one to train on, one to validate on)"
             )
         self.train_set = CarvanaDataset(
-            self.root, train_ids, build_transforms(self.size, train=self.augment), self.image_dir
+            self.root,
+            train_ids,
+            build_transforms(self.size, train=self.augment),
+            self.image_dir,
+            skip_missing_masks=skip,
         )
         self.val_set = CarvanaDataset(
-            self.root, val_ids, build_transforms(self.size, train=False), self.image_dir
+            self.root,
+            val_ids,
+            build_transforms(self.size, train=False),
+            self.image_dir,
+            skip_missing_masks=skip,
         )
         log.info(
             "Carvana data %s: %d train / %d val images (%d / %d cars), resized to %dx%d",
@@ -318,6 +383,32 @@ class CarvanaDataModule(pl.LightningDataModule):
             self.size[0],
             self.size[1],
         )
+
+    @staticmethod
+    def _usable(dataset: CarvanaDataset, skip: bool) -> list[str]:
+        """The ids without problems; with problems and not ``skip``, stop listing them all."""
+        started = time.perf_counter()
+        problems = dataset.problems()
+        log.info(
+            "Checked %d images and masks in %.1f s: %d problem(s)",
+            len(dataset),
+            time.perf_counter() - started,
+            len(problems),
+        )
+        if not problems:
+            return dataset.ids
+        message = describe(problems, len(dataset))
+        if not skip:
+            raise DataError(
+                f"{message}\nFix or remove these files, or train without them with "
+                "data.on_bad_file=skip"
+            )
+        log.warning("%s\nTraining without them (data.on_bad_file=skip)", message)
+        bad = {p.image_id for p in problems}
+        ids = [i for i in dataset.ids if i not in bad]
+        if not ids:
+            raise DataError(f"No usable image left in {dataset.image_dir}")
+        return ids
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         return DataLoader(

@@ -21,3 +21,7 @@ class DataError(CarsegError, ValueError):
 
 class DataNotFoundError(CarsegError, FileNotFoundError):
     """A data folder, or a part of it, that does not exist."""
+
+
+class TrainingDivergedError(CarsegError, ArithmeticError):
+    """The training loss became NaN or infinite."""

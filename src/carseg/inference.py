@@ -47,20 +47,8 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[Segmentation
         DataError: the file is not a carseg checkpoint.
     """
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise DataNotFoundError(f"Checkpoint not found: {path}")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise DataError(
-            f"{path} was refused: it holds Python objects other than tensors and plain values, "
-            "and unpickling them could run code. carseg's checkpoints never do; load only "
-            "checkpoints you trust."
-        ) from None
-    except Exception as err:  # not a zip, truncated, another format ...
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DataError(f"{path} is not a PyTorch checkpoint ({first_line})") from None
-    if not isinstance(raw, dict) or "state_dict" not in raw or "hyper_parameters" not in raw:
+    raw = read_checkpoint(path)
+    if "state_dict" not in raw or "hyper_parameters" not in raw:
         raise DataError(
             f"{path} is not a carseg training checkpoint (no state_dict/hyper_parameters)"
         )
@@ -77,6 +65,31 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[Segmentation
     return model, ModelInfo(
         size=size, threshold=model.hparams.threshold, hparams=dict(model.hparams)
     )
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A checkpoint's content, loaded with ``weights_only=True`` (tensors and plain values only).
+
+    Raises:
+        DataNotFoundError: no file at ``path``.
+        DataError: not a PyTorch checkpoint, or one carrying pickled objects (refused unread).
+    """
+    if not path.is_file():
+        raise DataNotFoundError(f"Checkpoint not found: {path}")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError:
+        raise DataError(
+            f"{path} was refused: it holds Python objects other than tensors and plain values, "
+            "and unpickling them could run code. carseg's checkpoints never do; load only "
+            "checkpoints you trust."
+        ) from None
+    except Exception as err:  # not a zip, truncated, another format ...
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(f"{path} is not a PyTorch checkpoint ({first_line})") from None
+    if not isinstance(raw, dict):
+        raise DataError(f"{path} is not a training checkpoint (it holds a {type(raw).__name__})")
+    return raw
 
 
 def torch_forward(model: torch.nn.Module, device: str = "cpu") -> Forward:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 
-from carseg.errors import ConfigError
+from carseg.errors import ConfigError, TrainingDivergedError
 from carseg.losses import SegmentationLoss
 from carseg.metrics import carvana_dice
 from carseg.model import UNet
@@ -67,6 +67,13 @@ class SegmentationModule(pl.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         images, masks = batch
         loss = self.criterion(self(images), masks)
+        if not torch.isfinite(loss):
+            # Stop before the optimiser writes NaN into the weights; checkpoints stay as they were.
+            raise TrainingDivergedError(
+                f"The training loss became {loss.item()} at epoch {self.current_epoch}, batch "
+                f"{batch_idx} (global step {self.global_step}). Lower model.lr, or check the "
+                "data for broken images"
+            )
         self.log(
             "train/loss",
             loss,

@@ -37,28 +37,44 @@ def rle_decode(rle: str, shape: tuple[int, int]) -> np.ndarray:
     """Decode a Kaggle RLE string into a ``uint8`` mask of ``shape`` (height, width), values {0, 1}.
 
     Raises:
-        ValueError: the string is not a valid encoding for ``shape`` (non-integer tokens, an odd
-            number of values, a start below 1, a length below 1, runs out of order or overlapping,
-            or a run past the last pixel).
+        ValueError: the string is not a valid encoding for ``shape`` (see ``rle_validate``).
     """
-    if not isinstance(rle, str):
-        raise ValueError(f"RLE must be a string, got {type(rle).__name__}")
     height, width = shape
     size = height * width
-    text = rle.strip()
-    mask = np.zeros(size, dtype=np.uint8)
-    if not text:
-        return mask.reshape(shape)
-    tokens = text.split()
+    starts, ends = _parse_runs(rle, size, shape)
+    # Mark run boundaries with +1/-1 and integrate: O(pixels) with no Python loop.
+    delta = np.zeros(size + 1, dtype=np.int8)
+    delta[starts] += 1
+    delta[ends] -= 1  # runs neither overlap nor touch an equal start, so no index repeats per array
+    return np.cumsum(delta[:-1], dtype=np.int8).astype(np.uint8).reshape(shape)
+
+
+def rle_validate(rle: str, shape: tuple[int, int]) -> None:
+    """Check that ``rle`` is a valid encoding for a ``shape`` mask, without building the mask.
+
+    Raises:
+        ValueError: not a string, non-integer tokens, an odd number of values, a start below 1, a
+            length below 1, runs out of order or overlapping, or a run past the last pixel.
+    """
+    _parse_runs(rle, shape[0] * shape[1], shape)
+
+
+def _parse_runs(rle: str, size: int, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """0-based run starts and (exclusive) ends of a checked RLE string."""
+    if not isinstance(rle, str):
+        raise ValueError(f"RLE must be a string, got {type(rle).__name__}")
+    tokens = rle.split()
+    if not tokens:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
     if len(tokens) % 2:
         raise ValueError(
             f"RLE has an odd number of values ({len(tokens)}): it must be 'start length' pairs"
         )
     try:
         values = np.array([int(t) for t in tokens], dtype=np.int64)
-    except ValueError:
-        bad = next(t for t in tokens if not t.lstrip("-").isdigit())
-        raise ValueError(f"RLE holds a value that is not an integer: {bad!r}") from None
+    except (ValueError, OverflowError):
+        bad = next(t for t in tokens if not t.lstrip("-").isdigit() or len(t) > 18)
+        raise ValueError(f"RLE holds a value that is not a pixel count: {bad[:40]!r}") from None
     starts, lengths = values[0::2] - 1, values[1::2]
     if starts.min() < 0:
         raise ValueError("RLE starts are 1-based: found a start below 1")
@@ -68,16 +84,11 @@ def rle_decode(rle: str, shape: tuple[int, int]) -> np.ndarray:
     if ends.max() > size:
         raise ValueError(
             f"RLE run ends at pixel {int(ends.max())}, past the {size} pixels of a "
-            f"{height}x{width} mask: is the shape right?"
+            f"{shape[0]}x{shape[1]} mask: is the shape right?"
         )
     if np.any(starts[1:] < ends[:-1]):
         raise ValueError("RLE runs overlap or are out of order: starts must increase past each run")
-    # Mark run boundaries with +1/-1 and integrate: O(pixels) with no Python loop.
-    delta = np.zeros(size + 1, dtype=np.int8)
-    np.add.at(delta, starts, 1)
-    np.add.at(delta, ends, -1)
-    mask[:] = np.cumsum(delta[:-1], dtype=np.int8)
-    return mask.reshape(shape)
+    return starts, ends
 
 
 def read_rle_csv(path: str | Path) -> dict[str, str]:
@@ -87,22 +98,35 @@ def read_rle_csv(path: str | Path) -> dict[str, str]:
         ValueError: the header is not ``img,rle_mask``, a row has not two fields, or a name repeats;
             the message gives the line number.
     """
+    return {name: rle for _, name, rle in read_rle_rows(path)}
+
+
+def read_rle_rows(path: str | Path) -> list[tuple[int, str, str]]:
+    """The ``(line number, image file name, rle)`` rows of an ``img,rle_mask`` CSV.
+
+    Raises:
+        ValueError: as ``read_rle_csv``.
+    """
     path = Path(path)
-    rows: dict[str, str] = {}
+    rows: list[tuple[int, str, str]] = []
+    seen: set[str] = set()
     with path.open(newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None or tuple(h.strip() for h in header) != CSV_HEADER:
             raise ValueError(f"{path}: expected the header 'img,rle_mask', found {header!r}")
         for line, row in enumerate(reader, start=2):
+            if not row:
+                continue  # a blank line
             if len(row) != 2:
                 raise ValueError(
                     f"{path}, line {line}: expected 2 fields (img,rle_mask), got {row}"
                 )
-            name, rle = row[0].strip(), row[1]
-            if name in rows:
+            name = row[0].strip()
+            if name in seen:
                 raise ValueError(f"{path}, line {line}: image {name!r} is listed twice")
-            rows[name] = rle
+            seen.add(name)
+            rows.append((line, name, row[1]))
     return rows
 
 

@@ -7,6 +7,7 @@ command line.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +18,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from carseg.errors import ConfigError
+from carseg.errors import ConfigError, TrainingDivergedError
+from carseg.inference import read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -138,11 +141,82 @@ def train(cfg: DictConfig, multirun: bool = False) -> TrainResult:
             log.info("No logger configured: the learning-rate monitor is left out")
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
 
-    trainer: pl.Trainer = instantiate(
-        trainer_cfg, callbacks=callbacks, logger=loggers or False, _convert_="all"
+    ckpt_path = resolve_ckpt_path(
+        cfg.get("ckpt_path"),
+        output_dir=Path(cfg.paths.output_dir),
+        runs_dir=Path(cfg.paths.log_dir) / cfg.task_name / "runs",
     )
-    trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer: pl.Trainer = instantiate(
+        trainer_cfg,
+        callbacks=callbacks,
+        logger=loggers or False,
+        plugins=[AtomicCheckpointIO()],
+        _convert_="all",
+    )
+    try:
+        trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+    except TrainingDivergedError as err:
+        last = getattr(trainer.checkpoint_callback, "last_model_path", "") or "none written yet"
+        raise TrainingDivergedError(f"{err}.\nThe last good checkpoint is kept: {last}") from None
     return _result(trainer)
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path, runs_dir: Path) -> str | None:
+    """The checkpoint to resume from, checked to load safely; None to start afresh.
+
+    ``"last"`` means this run folder's ``checkpoints/last.ckpt`` (when the run was restarted in
+    its own folder with ``hydra.run.dir=...``), else the newest ``last.ckpt`` under ``runs_dir``.
+    Lightning's own ``"last"`` would look only in the new, empty run folder and silently start
+    from scratch.
+
+    Raises:
+        ConfigError: ``"last"`` and no run to resume.
+        DataNotFoundError, DataError: a path that is missing, not a checkpoint, or unsafe.
+    """
+    if not ckpt_path:
+        return None
+    if ckpt_path == "last":
+        here = output_dir / "checkpoints" / "last.ckpt"
+        candidates = (
+            [here]
+            if here.is_file()
+            else sorted(runs_dir.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+        )
+        if not candidates:
+            raise ConfigError(
+                f"ckpt_path=last: no run with checkpoints/last.ckpt under {runs_dir}, so there is "
+                "nothing to resume; leave ckpt_path out to train from scratch"
+            )
+        path = candidates[-1]
+    else:
+        path = Path(ckpt_path).expanduser()
+    read_checkpoint(path)  # refuses a missing, foreign or booby-trapped file before Lightning
+    log.info("Resuming training from %s", path)
+    return str(path)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file in the same folder, then renames it into place.
+
+    A run killed while writing leaves the previous ``last.ckpt`` whole (a rename within a folder is
+    atomic; Lightning's own writer stages in the system's temporary folder, which may be another
+    file system, where the final move is a copy).
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            with tmp.open("wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def _result(trainer: pl.Trainer) -> TrainResult:

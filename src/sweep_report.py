@@ -1,0 +1,40 @@
+"""Rank the jobs of a sweep by best val/dice: ``python src/sweep_report.py [SWEEP_DIR]``.
+
+    python src/train.py -m hparams_search=optuna            # or any grid: -m model.lr=1e-4,3e-4
+    python src/sweep_report.py outputs/train/multiruns/<time>
+    python src/sweep_report.py                               # the newest sweep
+
+Prints every job's overrides and best val/dice, best first, and writes ``sweep_report.csv`` and
+``sweep_report.png`` into the sweep folder. The work is in ``carseg.sweep``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from carseg.cli import user_errors_exit
+from carseg.sweep import latest_sweep, report
+
+ROOT = Path(os.environ.get("CARSEG_ROOT", Path(__file__).resolve().parents[1]))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description="Rank the jobs of a Hydra multirun by best val/dice; write CSV and PNG.",
+    )
+    parser.add_argument(
+        "sweep_dir",
+        nargs="?",
+        type=Path,
+        help="the multirun folder (default: the newest under outputs/train/multiruns)",
+    )
+    args = parser.parse_args(argv)
+    with user_errors_exit():
+        sweep_dir = args.sweep_dir or latest_sweep(ROOT / "outputs" / "train" / "multiruns")
+        print(report(sweep_dir).text)
+
+
+if __name__ == "__main__":
+    main()
