@@ -34,3 +34,15 @@ def run_script(root: Path, script: str, *overrides: str) -> subprocess.Completed
         text=True,
         timeout=600,
     )
+
+
+def poison_batch_callback(epoch: int, batch: int = 0):
+    """A Lightning callback that fills one training batch with NaN, as a broken step would."""
+    import pytorch_lightning as pl
+
+    class PoisonBatch(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, data, batch_idx):
+            if trainer.current_epoch == epoch and batch_idx == batch:
+                data[0].fill_(float("nan"))
+
+    return PoisonBatch()

@@ -1,0 +1,155 @@
+"""Faults during training: a kill mid-epoch, a kill while writing a checkpoint, a NaN loss."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from carseg.errors import ConfigError, DataError, TrainingDivergedError
+from carseg.training import AtomicCheckpointIO, resolve_ckpt_path, train
+from helpers import REPO, TINY_TRAIN, run_script
+
+
+def test_checkpoint_write_interrupted_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"epoch": 1, "weights": torch.ones(3)}, path)
+
+    def dies_halfway(obj, f):
+        f.write(b"PK\x03\x04 half a zip")
+        raise KeyboardInterrupt  # the process is stopped in the middle of the write
+
+    monkeypatch.setattr(torch, "save", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"epoch": 2, "weights": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    kept = torch.load(path, weights_only=True)
+    assert kept["epoch"] == 1 and torch.equal(kept["weights"], torch.ones(3))
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no temporary left behind
+
+
+def test_resolve_last_finds_the_newest_run_and_refuses_nothing(tmp_path):
+    runs = tmp_path / "runs"
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        resolve_ckpt_path("last", tmp_path / "new", runs)
+    for name in ("2026-01-01_00-00-00", "2026-01-02_00-00-00"):
+        (runs / name / "checkpoints").mkdir(parents=True)
+        torch.save({"epoch": 0}, runs / name / "checkpoints" / "last.ckpt")
+        time.sleep(0.01)
+    found = resolve_ckpt_path("last", tmp_path / "new", runs)
+    assert found == str(runs / "2026-01-02_00-00-00" / "checkpoints" / "last.ckpt")
+    # restarted in its own folder (hydra.run.dir=...): that folder's last.ckpt wins
+    own = runs / "2026-01-01_00-00-00"
+    assert resolve_ckpt_path("last", own, runs) == str(own / "checkpoints" / "last.ckpt")
+    assert resolve_ckpt_path(None, own, runs) is None
+
+
+class _Payload:
+    def __reduce__(self):
+        return (exec, ("import pathlib; pathlib.Path('PWNED').write_text('x')",))
+
+
+def test_resuming_from_a_booby_trapped_checkpoint_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.save({"epoch": 3, "payload": _Payload()}, tmp_path / "evil.ckpt")
+    with pytest.raises(DataError, match="refused"):
+        resolve_ckpt_path(str(tmp_path / "evil.ckpt"), tmp_path, tmp_path)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def _compose(tmp_path: Path, *overrides: str):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                *TINY_TRAIN,
+                f"paths.root_dir={tmp_path}",
+                f"paths.output_dir={tmp_path / 'run'}",
+                "logger=none",
+                "callbacks.progress_bar=null",
+                *overrides,
+            ],
+        )
+    OmegaConf.set_struct(cfg, False)
+    return cfg
+
+
+def test_nan_loss_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path):
+    cfg = _compose(tmp_path, "trainer.max_epochs=4")
+    cfg.callbacks.poison = {"_target_": "helpers.poison_batch_callback", "epoch": 1, "batch": 1}
+    with pytest.raises(TrainingDivergedError) as err:
+        train(cfg)
+    message = str(err.value)
+    assert "became nan at epoch 1, batch 1" in message and "model.lr" in message
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert f"last good checkpoint is kept: {last}" in message
+    saved = torch.load(last, weights_only=True)
+    assert saved["epoch"] == 0  # from before the bad step
+    assert all(
+        torch.isfinite(t).all() for t in saved["state_dict"].values() if t.is_floating_point()
+    )
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_last_checkpoint_and_finishes_its_epochs(tmp_path):
+    settings = [
+        *TINY_TRAIN,
+        "data.synthetic.n_cars=4",
+        "data.size=[64,96]",
+        "trainer.max_epochs=5",
+        "callbacks.early_stopping=null",
+    ]
+    env = {**os.environ, "CARSEG_ROOT": str(tmp_path), "NO_ALBUMENTATIONS_UPDATE": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "src" / "train.py"), *settings],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    runs = tmp_path / "outputs" / "train" / "runs"
+    killed_at = None
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            lasts = list(runs.glob("*/checkpoints/last.ckpt"))
+            if lasts:
+                epoch = torch.load(lasts[0], weights_only=True)["epoch"]
+                if epoch >= 1:
+                    time.sleep(0.3)  # into the next epoch
+                    proc.send_signal(signal.SIGKILL)
+                    killed_at = epoch
+                    break
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None and killed_at is None:
+            proc.kill()
+        proc.wait(timeout=60)
+    assert killed_at is not None and proc.returncode == -signal.SIGKILL
+    (first_run,) = runs.iterdir()
+    saved = torch.load(first_run / "checkpoints" / "last.ckpt", weights_only=True)  # whole
+    assert saved["epoch"] >= killed_at
+
+    resumed = run_script(tmp_path, "train", *settings, "ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Resuming training from" in resumed.stdout + resumed.stderr
+    second_run = next(p for p in runs.iterdir() if p != first_run)
+    final = torch.load(second_run / "checkpoints" / "last.ckpt", weights_only=True)
+    steps_per_epoch = final["global_step"] // 5
+    assert final["epoch"] == 4 and final["global_step"] == 5 * steps_per_epoch
+    # it went on from the checkpoint: it validated only the epochs that were left
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(second_run / "tensorboard"))
+    events.Reload()
+    epochs_done_here = len(events.Scalars("val/dice"))
+    assert epochs_done_here == 5 - (saved["epoch"] + 1)
