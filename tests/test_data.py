@@ -155,3 +155,51 @@ def test_one_car_cannot_be_split(tiny_set, tmp_path):
     dm = CarvanaDataModule(root, num_workers=0)
     with pytest.raises(DataError, match="at least 2"):
         dm.setup("fit")
+
+
+def test_jpeg_draft_decodes_at_reduced_scale_close_to_full_decode(tiny_set):
+    import cv2
+
+    full = CarvanaDataset(tiny_set)
+    reduced = CarvanaDataset(tiny_set, decode_size=(20, 30))
+    image_id = full.ids[5]
+    small = reduced.load_image(image_id, at_least=(20, 30))
+    assert small.shape == (20, 30, 3)  # 80x120 at 1/4: the smallest scale still >= 20x30
+    assert reduced.load_image(image_id, at_least=(21, 30)).shape == (40, 60, 3)  # 1/2
+    reference = cv2.resize(full.load_image(image_id), (30, 20), interpolation=cv2.INTER_AREA)
+    assert np.abs(small.astype(int) - reference.astype(int)).mean() < 6
+    image, mask = reduced.read_pair(image_id)
+    assert mask.shape == image.shape[:2] == (20, 30) and set(np.unique(mask)) == {0, 1}
+
+
+def test_cache_gives_the_same_items_and_is_rebuilt_when_a_source_changes(tiny_set, tmp_path):
+    import os
+
+    from carseg.cache import ResizedCache
+
+    root = tmp_path / "set"
+    shutil.copytree(tiny_set, root)
+    transform = build_transforms((32, 48), train=False)
+    plain = CarvanaDataset(root, transform=transform, decode_size=(32, 48))
+    cache = ResizedCache.build(CarvanaDataset(root, decode_size=(32, 48)), (32, 48), tmp_path / "c")
+    cached = CarvanaDataset(root, transform=transform, decode_size=(32, 48), cache=cache)
+    for i in (0, 17, 79):
+        assert torch.equal(cached[i][0], plain[i][0]) and torch.equal(cached[i][1], plain[i][1])
+    # reused as it is ...
+    again = ResizedCache.build(CarvanaDataset(root), (32, 48), tmp_path / "c")
+    assert again.folder == cache.folder and len(list((tmp_path / "c").iterdir())) == 1
+    # ... until a source file changes
+    path = plain.image_paths[plain.ids[0]]
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    rebuilt = ResizedCache.build(CarvanaDataset(root), (32, 48), tmp_path / "c")
+    assert rebuilt.folder != cache.folder and len(list((tmp_path / "c").iterdir())) == 2
+
+
+def test_datamodule_with_cache_trains_from_it(tiny_set, tmp_path):
+    dm = CarvanaDataModule(
+        tiny_set, size=(32, 48), num_workers=0, cache=True, cache_dir=tmp_path / "cache"
+    )
+    dm.setup("fit")
+    assert dm.train_set.cache is not None and dm.val_set.cache is dm.train_set.cache
+    images, masks = next(iter(dm.train_dataloader()))
+    assert images.shape == (4, 3, 32, 48) and set(masks.unique().tolist()) <= {0.0, 1.0}

@@ -23,6 +23,7 @@ from pathlib import Path
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import albumentations as A  # noqa: E402
+import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
@@ -30,6 +31,7 @@ from albumentations.pytorch import ToTensorV2  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
+from carseg.cache import ResizedCache  # noqa: E402
 from carseg.errors import ConfigError, DataError, DataNotFoundError  # noqa: E402
 from carseg.rle import read_rle_rows, rle_decode  # noqa: E402
 from carseg.validation import Problem, check_dataset, describe  # noqa: E402
@@ -87,11 +89,12 @@ def build_transforms(
 ) -> A.Compose:
     """Resize to ``size`` (height, width), augment if ``train``, normalise, and make tensors.
 
-    Masks are resized and warped with nearest-neighbour (albumentations' default for masks), so they
-    stay binary.
+    Images are resized with pixel-area averaging (``cv2.INTER_AREA``, the antialiased choice for
+    shrinking, and what ``carseg.cache`` stores); masks are resized and warped with
+    nearest-neighbour (albumentations' default for masks), so they stay binary.
     """
     height, width = size
-    steps: list[A.BasicTransform] = [A.Resize(height, width)]
+    steps: list[A.BasicTransform] = [A.Resize(height, width, interpolation=cv2.INTER_AREA)]
     if train:
         steps += [
             A.HorizontalFlip(p=0.5),
@@ -131,6 +134,10 @@ class CarvanaDataset(Dataset):
             are the raw arrays.
         image_dir: ``"train"`` or ``"train_hq"``.
         skip_missing_masks: leave out images without a mask (with a warning) instead of stopping.
+        decode_size: (height, width) the transform resizes to: JPEGs are decoded at a reduced
+            scale no smaller than that (see ``load_image``). None decodes at full size.
+        cache: a ``carseg.cache.ResizedCache`` holding this set's images and masks already resized:
+            items come from it instead of the files.
 
     Items are ``(image, mask)``: with the usual transforms a float tensor ``(3, H, W)`` and a float
     tensor ``(1, H, W)`` in {0, 1}; without, ``uint8`` arrays ``(H, W, 3)`` and ``(H, W)``.
@@ -143,8 +150,12 @@ class CarvanaDataset(Dataset):
         transform: A.Compose | None = None,
         image_dir: str = "train",
         skip_missing_masks: bool = False,
+        decode_size: Sequence[int] | None = None,
+        cache: ResizedCache | None = None,
     ) -> None:
         self.root = Path(root).expanduser()
+        self.decode_size = tuple(decode_size) if decode_size is not None else None
+        self.cache = cache
         self.image_dir = self.root / image_dir
         self.transform = transform
         if not self.root.is_dir():
@@ -211,12 +222,45 @@ class CarvanaDataset(Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
-    def load_image(self, image_id: str) -> np.ndarray:
-        """The image as ``uint8`` RGB ``(H, W, 3)`` at its original size (grey, RGBA, CMYK and
-        palette images are converted)."""
+    def load_image(self, image_id: str, at_least: Sequence[int] | None = None) -> np.ndarray:
+        """The image as ``uint8`` RGB ``(H, W, 3)`` (grey, RGBA, CMYK and palette images are
+        converted), at its original size unless ``at_least`` is given.
+
+        ``at_least`` (height, width): the size the caller will resize to. A JPEG is then decoded
+        at the smallest of its 1/1, 1/2, 1/4 and 1/8 scales that is at least that big (libjpeg's
+        DCT scaling, through Pillow's draft mode), which skips most of the decoding work.
+        """
+        return self._decode_image(image_id, at_least)[0]
+
+    def _decode_image(
+        self, image_id: str, at_least: Sequence[int] | None
+    ) -> tuple[np.ndarray, tuple[int, int]]:
+        """The image, and its original (height, width)."""
         path = self.image_paths[image_id]
         with _decoding(path), Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
+            original = (img.height, img.width)
+            if at_least is not None and img.format == "JPEG":
+                img.draft("RGB", (int(at_least[1]), int(at_least[0])))
+            return np.asarray(img.convert("RGB")), original
+
+    def read_pair(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """Image and mask as arrays of the same size (reduced if ``decode_size`` allows it).
+
+        Raises:
+            DataError: the mask's size is not its image's.
+        """
+        image, original = self._decode_image(image_id, self.decode_size)
+        mask = self.load_mask(image_id, original)
+        if mask.shape != original:
+            raise DataError(
+                f"Mask of {image_id} is {mask.shape[1]}x{mask.shape[0]} but its image is "
+                f"{original[1]}x{original[0]}: each mask must match its image's size"
+            )
+        if mask.shape != image.shape[:2]:  # the JPEG was decoded at a reduced scale
+            mask = cv2.resize(
+                mask, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST
+            )
+        return image, mask
 
     def load_mask(self, image_id: str, shape: tuple[int, int] | None = None) -> np.ndarray:
         """The mask as ``uint8`` ``(H, W)`` in {0, 1}; ``shape`` is needed for RLE masks.
@@ -248,13 +292,10 @@ class CarvanaDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image_id = self.ids[index]
-        image = self.load_image(image_id)
-        mask = self.load_mask(image_id, image.shape[:2])
-        if mask.shape != image.shape[:2]:
-            raise DataError(
-                f"Mask of {image_id} is {mask.shape[1]}x{mask.shape[0]} but its image is "
-                f"{image.shape[1]}x{image.shape[0]}: each mask must match its image's size"
-            )
+        if self.cache is not None:
+            image, mask = self.cache.get(image_id)
+        else:
+            image, mask = self.read_pair(image_id)
         if self.transform is None:
             return image, mask
         out = self.transform(image=image, mask=mask)
@@ -284,6 +325,11 @@ class CarvanaDataModule(pl.LightningDataModule):
         pin_memory: page-locked batches, for a faster host-to-GPU copy; None: when CUDA is there.
         persistent_workers: keep workers between epochs (only with ``num_workers > 0``).
         augment: random flip, small affine and colour changes on the training split.
+        jpeg_draft: decode JPEGs at the reduced scale (1/2, 1/4, 1/8) nearest above ``size``.
+        cache: keep every image and mask resized to ``size`` in a memory-mapped file under
+            ``cache_dir`` (built once, in about the time of one epoch; rebuilt when a source file
+            changes), so that later epochs skip decoding.
+        cache_dir: the folder caches are kept in (needed with ``cache``).
         validate: check every image and mask (headers, sizes, RLE rows) before training starts.
         on_bad_file: ``"error"`` stops before training with every problem listed; ``"skip"``
             trains without the images that have one (listed in a warning).
@@ -304,6 +350,9 @@ class CarvanaDataModule(pl.LightningDataModule):
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
         augment: bool = True,
+        jpeg_draft: bool = True,
+        cache: bool = False,
+        cache_dir: str | Path | None = None,
         validate: bool = True,
         on_bad_file: str = "error",
         synthetic: dict | None = None,
@@ -312,7 +361,11 @@ class CarvanaDataModule(pl.LightningDataModule):
         # Saved into checkpoints (as plain values, for weights_only loading): evaluation and
         # prediction read the training size and normalisation from there.
         self.save_hyperparameters()
-        self.hparams.update(root=str(root), size=[int(s) for s in size])
+        self.hparams.update(
+            root=str(root),
+            size=[int(s) for s in size],
+            cache_dir=None if cache_dir is None else str(cache_dir),
+        )
         if len(size) != 2 or min(size) < 1:
             raise ConfigError(f"data.size must be [height, width], got {list(size)}")
         self.root = Path(root).expanduser()
@@ -329,6 +382,11 @@ class CarvanaDataModule(pl.LightningDataModule):
             raise ConfigError(f"data.on_bad_file must be 'error' or 'skip', got {on_bad_file!r}")
         self.validate = validate
         self.on_bad_file = on_bad_file
+        self.jpeg_draft = jpeg_draft
+        if cache and cache_dir is None:
+            raise ConfigError("data.cache=true needs data.cache_dir, the folder to keep it in")
+        self.cache = cache
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
         self.synthetic = dict(synthetic) if synthetic else None
         self.train_set: CarvanaDataset | None = None
         self.val_set: CarvanaDataset | None = None
@@ -359,19 +417,24 @@ class CarvanaDataModule(pl.LightningDataModule):
                 f"{self.root} holds {cars} car(s): a split by car needs at least 2 "
                 "(one to train on, one to validate on)"
             )
+        decode_size = self.size if self.jpeg_draft else None
+        cache = None
+        if self.cache:
+            usable = CarvanaDataset(
+                self.root, ids, image_dir=self.image_dir, decode_size=decode_size
+            )
+            cache = ResizedCache.build(usable, self.size, self.cache_dir)
+        common = {
+            "image_dir": self.image_dir,
+            "skip_missing_masks": skip,
+            "decode_size": decode_size,
+            "cache": cache,
+        }
         self.train_set = CarvanaDataset(
-            self.root,
-            train_ids,
-            build_transforms(self.size, train=self.augment),
-            self.image_dir,
-            skip_missing_masks=skip,
+            self.root, train_ids, build_transforms(self.size, train=self.augment), **common
         )
         self.val_set = CarvanaDataset(
-            self.root,
-            val_ids,
-            build_transforms(self.size, train=False),
-            self.image_dir,
-            skip_missing_masks=skip,
+            self.root, val_ids, build_transforms(self.size, train=False), **common
         )
         log.info(
             "Carvana data %s: %d train / %d val images (%d / %d cars), resized to %dx%d",
