@@ -34,6 +34,8 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 def main(cfg: DictConfig) -> float | None:
     with user_errors_exit():
         result = train(cfg, multirun=HydraConfig.get().mode == RunMode.MULTIRUN)
+    if result.global_rank != 0:  # the other DDP processes stay quiet
+        return result.best_score
     score = "n/a" if result.best_score is None else f"{result.best_score:.4f}"
     epoch = "" if result.best_epoch is None else f" (epoch {result.best_epoch})"
     print(f"\nbest val/dice: {score}{epoch}")

@@ -23,9 +23,11 @@ TINY_TRAIN = [
 ]
 
 
-def run_script(root: Path, script: str, *overrides: str) -> subprocess.CompletedProcess:
+def run_script(
+    root: Path, script: str, *overrides: str, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run ``src/<script>.py`` as a user would, with runs landing in ``root/outputs``."""
-    env = {**os.environ, "CARSEG_ROOT": str(root), "NO_ALBUMENTATIONS_UPDATE": "1"}
+    env = {**os.environ, "CARSEG_ROOT": str(root), "NO_ALBUMENTATIONS_UPDATE": "1", **(env or {})}
     return subprocess.run(
         [sys.executable, str(REPO / "src" / f"{script}.py"), *overrides],
         cwd=root,
@@ -46,3 +48,24 @@ def poison_batch_callback(epoch: int, batch: int = 0):
                 data[0].fill_(float("nan"))
 
     return PoisonBatch()
+
+
+def rank_metrics_callback(folder: str):
+    """A Lightning callback that writes each process's final metrics to ``rank<N>.json``."""
+    import json
+
+    import pytorch_lightning as pl
+
+    class DumpRankMetrics(pl.Callback):
+        def on_fit_end(self, trainer, pl_module):
+            metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+            record = {
+                "rank": trainer.global_rank,
+                "world_size": trainer.world_size,
+                "metrics": metrics,
+                "val_images_seen": len(trainer.val_dataloaders.sampler),
+            }
+            path = Path(folder) / f"rank{trainer.global_rank}.json"
+            path.write_text(json.dumps(record))
+
+    return DumpRankMetrics()

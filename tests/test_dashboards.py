@@ -207,6 +207,7 @@ def test_hparams_tab_gets_hyperparameters_and_final_metrics(fitted):
     assert hparams["data.size"].string_value == "[32, 48]"
     assert hparams["model.loss"].string_value == "bce"
     assert hparams["trainer.max_epochs"].number_value == 3
+    assert "data.num_workers" not in hparams  # how data is loaded is left out
     experiment = next(d.experiment for d in data.values() if d.HasField("experiment"))
     assert {m.name.tag for m in experiment.metric_infos} == set(HyperparameterLogger.METRICS)
 
@@ -316,6 +317,9 @@ def test_git_commit_reads_head_and_dirty_state(tmp_path):
 
 
 # --- TensorBoard in a real browser ------------------------------------------------------------
+# Selenium drives Debian's chromium through Debian's chromedriver (built from the same source, so
+# their versions always match): both paths are given, so Selenium Manager never looks for, or
+# downloads, a browser or a driver.
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -329,8 +333,20 @@ CHROMIUM_FLAGS = (
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--window-size=1400,1100",
+    "--window-size=1400,1000",
 )
+# The text of a page, shadow roots included (TensorBoard's HPARAMS tab is made of Polymer
+# elements, whose content lives in shadow roots that innerText does not enter).
+DEEP_TEXT = """
+function deep(node) {
+  let text = node.shadowRoot ? deep(node.shadowRoot) : '';
+  for (const child of node.childNodes) {
+    text += child.nodeType === Node.TEXT_NODE ? child.textContent + ' ' : deep(child);
+  }
+  return text;
+}
+return deep(document.body);
+"""
 
 
 def _free_port() -> int:
@@ -357,8 +373,8 @@ def _wait_for_http(url: str, process: subprocess.Popen, timeout: float = 60) -> 
 @pytest.mark.browser
 @pytest.mark.skipif(
     CHROMIUM is None or CHROMEDRIVER is None,
-    reason="headless Chromium and chromedriver not installed (as root: scripts/ensure_browser.sh, "
-    "or apt-get install chromium chromium-driver)",
+    reason="headless Chromium and chromedriver are not installed (as root: "
+    "scripts/ensure_browser.sh, or apt-get install chromium chromium-driver)",
 )
 def test_tensorboard_shows_the_dice_chart_and_prediction_images(tmp_path, monkeypatch):
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
@@ -367,8 +383,11 @@ def test_tensorboard_shows_the_dice_chart_and_prediction_images(tmp_path, monkey
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
-    # a short real run: 3 epochs of the tiny U-Net on the tiny generated set
-    proc = run_script(tmp_path, "train", *TINY_TRAIN, "trainer.max_epochs=3", "model.lr=3e-3")
+    # a short real run: 3 epochs of a small U-Net on the tiny generated set
+    tiny = [o for o in TINY_TRAIN if not o.startswith("model.base_width=")]
+    proc = run_script(
+        tmp_path, "train", *tiny, "model.base_width=8", "model.lr=3e-3", "trainer.max_epochs=3"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = (tmp_path / "outputs" / "train" / "runs").iterdir()
 
@@ -378,11 +397,9 @@ def test_tensorboard_shows_the_dice_chart_and_prediction_images(tmp_path, monkey
         [sys.executable, "-m", "tensorboard.main", "--logdir", str(run / "tensorboard")]
         + ["--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        stderr=subprocess.DEVNULL,
     )
-    # never let Selenium Manager look for (or download) a browser or a driver
-    monkeypatch.setenv("SE_OFFLINE", "true")
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager, should anything call it
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"):
@@ -392,12 +409,15 @@ def test_tensorboard_shows_the_dice_chart_and_prediction_images(tmp_path, monkey
         _wait_for_http(f"{url}/data/runs", tensorboard)
         driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
         wait = WebDriverWait(driver, 60, poll_frequency=0.5)
+
+        # TIME SERIES, filtered to the validation cards, the settings pane closed
         driver.get(f"{url}/#timeseries")
-        # the Time Series dashboard: keep only the validation cards
         search = wait.until(
             lambda d: d.find_element(By.CSS_SELECTOR, "input[placeholder*='Filter tags']")
         )
         search.send_keys("^val/", Keys.ESCAPE)
+        for button in driver.find_elements(By.CSS_SELECTOR, "button[aria-label='Close side pane']"):
+            button.click()
 
         def card(title: str):
             for element in driver.find_elements(By.CSS_SELECTOR, "card-view"):
@@ -405,34 +425,39 @@ def test_tensorboard_shows_the_dice_chart_and_prediction_images(tmp_path, monkey
                     return element
             return None
 
-        # val/dice: a line chart with its 3 points (one row per run in its data table, step 11)
+        # val/dice: a drawn line chart whose data table reached the last validation (step 11:
+        # 3 epochs of 4 batches, logged after each epoch's last batch)
         dice_card = wait.until(lambda d: card("val/dice"))
         wait.until(lambda d: dice_card.find_elements(By.CSS_SELECTOR, "line-chart svg, canvas"))
         wait.until(lambda d: "11" in dice_card.find_element(By.CSS_SELECTOR, "tb-data-table").text)
-        # val/predictions: the image loaded, at the grid's size (4 x 2 panels of 160x240)
+
+        # val/predictions: the grid image loaded, at its size (2 rows of 4 panels 160x240)
         image_card = wait.until(lambda d: card("val/predictions"))
-        image = wait.until(
-            lambda d: next(
-                (
-                    i
-                    for i in image_card.find_elements(By.TAG_NAME, "img")
-                    if d.execute_script("return arguments[0].complete", i)
-                    and d.execute_script("return arguments[0].naturalWidth", i) > 0
-                ),
-                None,
-            )
-        )
+
+        def loaded_image(d):
+            for image in image_card.find_elements(By.TAG_NAME, "img"):
+                if d.execute_script(
+                    "return arguments[0].complete && arguments[0].naturalWidth", image
+                ):
+                    return image
+            return None
+
+        image = wait.until(loaded_image)
         size = driver.execute_script(
             "return [arguments[0].naturalWidth, arguments[0].naturalHeight]", image
         )
         assert size == [4 * 242 + 2, 2 * 162 + 2]
-        assert image.is_displayed() and image.size["width"] > 100
-        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", image)
-        time.sleep(1)  # let the chart finish its transition before the picture
-        screenshot = tmp_path / "tensorboard.png"
-        driver.save_screenshot(str(screenshot))
-        with Image.open(screenshot) as shot:
-            assert shot.size[0] >= 1000
+        assert image.is_displayed() and image.size["width"] > 300
+        assert "Step 11" in image_card.text  # the slider stands at the last epoch's grid
+        time.sleep(1)  # the charts' entry transition
+        driver.save_screenshot(str(tmp_path / "tensorboard.png"))
+
+        # HPARAMS: the run's hyperparameters and the hp/ metrics
+        driver.get(f"{url}/#hparams")
+        wait.until(lambda d: "model.lr" in d.execute_script(DEEP_TEXT))
+        text = driver.execute_script(DEEP_TEXT)
+        assert "hp/best_val_dice" in text and "model.base_width" in text
+        driver.save_screenshot(str(tmp_path / "hparams.png"))
     finally:
         if driver is not None:
             driver.quit()
@@ -441,3 +466,5 @@ def test_tensorboard_shows_the_dice_chart_and_prediction_images(tmp_path, monkey
             tensorboard.wait(timeout=10)
         except subprocess.TimeoutExpired:
             tensorboard.kill()
+    with Image.open(tmp_path / "tensorboard.png") as shot:
+        assert shot.size[0] == 1400 and len(set(shot.getdata())) > 50  # not a blank page

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -87,3 +88,35 @@ def test_multirun_runs_each_job_in_its_own_folder(tmp_path):
         (ckpt,) = (job / "checkpoints").glob("epoch_*.ckpt")
         widths.append(torch.load(ckpt, weights_only=True)["hyper_parameters"]["base_width"])
     assert widths == [2, 4]
+
+
+def test_ddp_with_two_cpu_processes(tmp_path):
+    """Lightning's DDP (gloo) with 2 processes: both train, validation metrics agree across
+    ranks, and one run folder with one set of checkpoints is written."""
+    env_extra = {"PYTHONPATH": str(Path(__file__).parent)}
+    proc = run_script(
+        tmp_path,
+        "train",
+        *TINY,
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "model.lr=3e-3",
+        f"+callbacks.ranks={{_target_: helpers.rank_metrics_callback, folder: {tmp_path}}}",
+        env=env_extra,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    output = proc.stdout + proc.stderr
+    assert "GLOBAL_RANK: 0, MEMBER: 1/2" in output and "GLOBAL_RANK: 1, MEMBER: 2/2" in output
+    assert proc.stdout.count("best val/dice:") == 1  # rank 0 reports, rank 1 stays quiet
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    # each rank validated half of the 16 validation images, and the metrics were reduced over
+    # both (the training loss, logged without a reduction, differs: each rank saw other images)
+    assert [r["val_images_seen"] for r in ranks] == [8, 8]
+    for key in ("val/dice", "val/loss"):
+        assert ranks[0]["metrics"][key] == pytest.approx(ranks[1]["metrics"][key], abs=1e-6)
+    assert 0.0 <= ranks[0]["metrics"]["val/dice"] <= 1.0
+    assert ranks[0]["metrics"]["train/loss_epoch"] != ranks[1]["metrics"]["train/loss_epoch"]
+    (run,) = (tmp_path / "outputs" / "train" / "runs").iterdir()
+    assert len(list((run / "checkpoints").glob("epoch_*.ckpt"))) == 1
+    assert (run / "checkpoints" / "last.ckpt").is_file()

@@ -365,25 +365,45 @@ class HyperparameterLogger(pl.Callback):
     ``val_dice`` whatever is monitored, for one HPARAMS column across runs), ``hp/best_epoch``,
     ``hp/final_val_loss`` and ``hp/final_train_loss`` (the last epoch's).
 
+    In a sweep TensorBoard lists the hyperparameters that differ between runs first. Lightning's
+    ``hparams.yaml`` in the log folder gets the dotted names too (``log_hyperparams`` keeps them).
+
     Args:
         monitor: the metric whose best value is reported.
         mode: ``"max"`` or ``"min"``.
+        exclude: hyperparameters left out, by name or name prefix (how the data is loaded does
+            not change the result).
     """
 
     METRICS = ("hp/best_val_dice", "hp/best_epoch", "hp/final_val_loss", "hp/final_train_loss")
+    EXCLUDE = (
+        "data.num_workers",
+        "data.pin_memory",
+        "data.persistent_workers",
+        "data.validate",
+        "data.on_bad_file",
+        "data.cache",
+        "data.cache_dir",
+    )
 
-    def __init__(self, monitor: str = "val/dice", mode: str = "max") -> None:
+    def __init__(
+        self, monitor: str = "val/dice", mode: str = "max", exclude: Sequence[str] = EXCLUDE
+    ) -> None:
         self.tracker = _BestTracker(monitor, mode)
+        self.exclude = tuple(exclude)
 
-    @staticmethod
-    def hyperparameters(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+    def hyperparameters(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         """The flat ``{name: number, string or bool}`` that HPARAMS shows for this run."""
         params = _flatten("model", dict(pl_module.hparams), {})
         if trainer.datamodule is not None:
             _flatten("data", dict(trainer.datamodule.hparams), params)
         params["trainer.max_epochs"] = trainer.max_epochs
         params["trainer.precision"] = str(trainer.precision)
-        return params
+        return {
+            name: value
+            for name, value in params.items()
+            if not any(name == x or name.startswith(x + ".") for x in self.exclude)
+        }
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.tracker = _BestTracker(self.tracker.monitor, self.tracker.mode)

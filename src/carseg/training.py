@@ -36,6 +36,7 @@ class TrainResult:
     last_checkpoint: str | None
     epochs_run: int
     log_dir: str | None  # where the TensorBoard event files are, if a TensorBoard logger ran
+    global_rank: int = 0  # this process's rank (DDP); only rank 0 reports
 
 
 def resolve_trainer_config(trainer: Mapping[str, Any], multirun: bool = False) -> dict[str, Any]:
@@ -72,6 +73,14 @@ def resolve_trainer_config(trainer: Mapping[str, Any], multirun: bool = False) -
         _check_gpus(cfg.get("devices", "auto"))
     elif accelerator == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("trainer.accelerator=mps, but MPS (Apple GPU) is not available here")
+
+    if cfg.get("sync_batchnorm") and not (
+        accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    ):
+        raise ConfigError(
+            "trainer.sync_batchnorm=true needs CUDA GPUs (PyTorch's SyncBatchNorm); "
+            "set trainer.sync_batchnorm=false to train on the CPU"
+        )
 
     strategy = str(cfg.get("strategy", "auto"))
     if multirun and strategy.startswith("ddp") and not strategy.startswith("ddp_spawn"):
@@ -243,4 +252,5 @@ def _result(trainer: pl.Trainer) -> TrainResult:
         last_checkpoint=last_path,
         epochs_run=trainer.current_epoch,
         log_dir=str(Path(log_dir)) if log_dir else None,
+        global_rank=trainer.global_rank,
     )

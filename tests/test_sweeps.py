@@ -1,0 +1,284 @@
+"""Sweeps: the report over a multirun folder (``carseg.sweep``, ``src/sweep_report.py``), a real
+Optuna search through ``src/train.py -m hparams_search=optuna``, and the experiment recipes."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from carseg.sweep import (
+    CSV_FILE,
+    PLOT_FILE,
+    SweepNotFoundError,
+    collect_jobs,
+    latest_sweep,
+    parse_overrides,
+    report,
+    short_value,
+)
+from helpers import REPO, TINY_TRAIN, run_script
+
+
+def _job(sweep: Path, name: str, overrides: list[str], summary: dict | str | None) -> Path:
+    job = sweep / name
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    if isinstance(summary, dict):
+        (job / "summary.json").write_text(json.dumps(summary))
+    elif isinstance(summary, str):
+        (job / "summary.json").write_text(summary)
+    return job
+
+
+def _summary(dice: float, epoch: int, ckpt: str = "") -> dict:
+    return {
+        "status": "completed",
+        "best_val_dice": dice,
+        "best_epoch": epoch,
+        "epochs_run": 6,
+        "wall_time_s": 61.5,
+        "train_images_per_s": 12.25,
+        "best_checkpoint": ckpt or f"/runs/{epoch}.ckpt",
+        "git_commit": "abc123",
+        "git_dirty": False,
+    }
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    """A grid sweep over lr and width: two good jobs, one crashed, one with a corrupt summary,
+    and job 10 (sorted as a number, after job 2)."""
+    sweep = tmp_path / "2026-01-31_12-00-00"
+    shared = ["data.size=[32,48]", "trainer.max_epochs=6"]
+    _job(sweep, "0", ["model.lr=0.0001", "model.base_width=8", *shared], _summary(0.80, 5))
+    _job(sweep, "1", ["model.lr=0.0003", "model.base_width=8", *shared], _summary(0.91, 4))
+    _job(sweep, "2", ["model.lr=0.0001", "model.base_width=16", *shared], None)
+    _job(sweep, "3", ["model.lr=0.0003", "model.base_width=16", *shared], "{not json")
+    _job(sweep, "10", ["model.lr=0.001", "model.base_width=16", *shared], _summary(0.85, 2))
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")  # Hydra's own file, not a job
+    return sweep
+
+
+def test_report_ranks_jobs_best_first_and_lists_failed_jobs_last(sweep):
+    result = report(sweep)
+    assert [j.name for j in result.jobs] == ["1", "10", "0", "2", "3"]
+    assert result.best.name == "1" and result.best.best_val_dice == 0.91
+    assert result.varying == ["model.lr", "model.base_width"]
+    assert result.shared == {"data.size": "[32,48]", "trainer.max_epochs": "6"}
+    assert result.jobs[3].status == "no result (no summary.json)"
+    assert result.jobs[4].status.startswith("no result (unreadable summary.json")
+
+    lines = result.text.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("rank"))
+    rows = [line.split() for line in lines[header + 2 : header + 7]]
+    # rank, job, lr, width, dice, epoch, epochs, time, img/s
+    assert [r[:5] for r in rows[:3]] == [
+        ["1", "1", "0.0003", "8", "0.9100"],
+        ["2", "10", "0.001", "16", "0.8500"],
+        ["3", "0", "0.0001", "8", "0.8000"],
+    ]
+    assert rows[0][5:] == ["4", "6", "61.5", "12.2"]
+    assert rows[3][:4] == ["-", "2", "0.0001", "16"] and "no result" in " ".join(rows[3])
+    assert "shared overrides: data.size=[32,48] trainer.max_epochs=6" in result.text
+    assert "best: job 1, val/dice 0.9100 (epoch 4)" in result.text
+    assert "/runs/4.ckpt" in result.text
+
+
+def test_report_writes_a_csv_with_every_job_and_override(sweep):
+    result = report(sweep)
+    assert result.csv_path == sweep / CSV_FILE
+    with result.csv_path.open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["job"] for r in rows] == ["1", "10", "0", "2", "3"]
+    assert rows[0]["rank"] == "1" and float(rows[0]["best_val_dice"]) == 0.91
+    assert rows[0]["model.lr"] == "0.0003" and rows[0]["trainer.max_epochs"] == "6"
+    assert rows[0]["best_checkpoint"] == "/runs/4.ckpt" and rows[0]["git_commit"] == "abc123"
+    assert rows[3]["rank"] == "" and rows[3]["best_val_dice"] == ""
+    assert rows[3]["status"].startswith("no result")
+
+
+def test_report_plot_has_a_bar_per_job_best_highlighted(sweep):
+    result = report(sweep)
+    assert result.plot_path == sweep / PLOT_FILE
+    with Image.open(result.plot_path) as image:
+        assert image.format == "PNG" and image.width >= 800
+        pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
+    colours = {tuple(p) for p in pixels}
+    assert (44, 160, 44) in colours  # matplotlib's tab:green: the best job's bar and point
+    assert (31, 119, 180) in colours  # tab:blue: the others
+
+
+def test_report_without_writing_leaves_the_folder_alone(sweep):
+    before = sorted(p.name for p in sweep.iterdir())
+    result = report(sweep, write=False)
+    assert result.csv_path is None and sorted(p.name for p in sweep.iterdir()) == before
+
+
+def test_jobs_without_overrides_file_are_still_listed(tmp_path):
+    (tmp_path / "0").mkdir()
+    (tmp_path / "0" / "summary.json").write_text(json.dumps(_summary(0.5, 1)))
+    (job,) = collect_jobs(tmp_path)
+    assert job.overrides == {} and job.best_val_dice == 0.5
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p / "missing", "Sweep folder not found"),
+        (lambda p: p, "No job folders"),
+        (lambda p: (p / ".hydra").mkdir() or p, "is a single run, not a sweep"),
+    ],
+)
+def test_bad_sweep_folders_say_what_was_expected(tmp_path, make, message):
+    folder = make(tmp_path)
+    with pytest.raises(SweepNotFoundError, match=message) as err:
+        report(folder)
+    assert "<sweep>/<job number>/.hydra/overrides.yaml" in str(err.value)
+
+
+def test_latest_sweep_picks_the_newest_by_name(tmp_path):
+    for name in ("2026-01-01_10-00-00", "2026-02-01_09-00-00", "2026-01-15_23-59-59"):
+        (tmp_path / name).mkdir()
+    assert latest_sweep(tmp_path).name == "2026-02-01_09-00-00"
+    with pytest.raises(SweepNotFoundError, match="No sweep in"):
+        latest_sweep(tmp_path / "nothing")
+
+
+def test_parse_overrides_and_short_values():
+    assert parse_overrides(["model.lr=1e-4", "data.size=[32,48]", "+x=a=b", "~key"]) == {
+        "model.lr": "1e-4",
+        "data.size": "[32,48]",
+        "+x": "a=b",
+        "~key": "",
+    }
+    assert short_value("0.0003574712922600243") == "3.575e-04"
+    assert short_value("1.4453378978124864") == "1.445"
+    assert short_value("16") == "16" and short_value("unet_small") == "unet_small"
+
+
+def test_sweep_report_cli(sweep, tmp_path):
+    proc = run_script(tmp_path, "sweep_report", str(sweep))
+    assert proc.returncode == 0, proc.stderr
+    assert "best: job 1, val/dice 0.9100" in proc.stdout and (sweep / CSV_FILE).is_file()
+    # no argument: the newest sweep under <CARSEG_ROOT>/outputs/train/multiruns
+    multiruns = tmp_path / "outputs" / "train" / "multiruns"
+    multiruns.mkdir(parents=True)
+    sweep.rename(multiruns / sweep.name)
+    proc = run_script(tmp_path, "sweep_report")
+    assert proc.returncode == 0 and str(multiruns / sweep.name) in proc.stdout
+
+    proc = run_script(tmp_path, "sweep_report", str(tmp_path / "nowhere"))
+    assert proc.returncode == 2
+    assert "error: Sweep folder not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# --- the Hydra configs ------------------------------------------------------------------------
+
+
+def _compose(*overrides: str, hydra: bool = False):
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=hydra)
+
+
+def test_optuna_search_space_and_direction():
+    cfg = _compose("hparams_search=optuna", hydra=True)
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
+    assert set(sweeper.params) == {"model.lr", "model.base_width", "model.dice_weight"}
+    assert cfg.model.loss == "bce_dice" and cfg.optimized_metric == "val/dice"
+    assert sweeper.storage is None  # SQLite storage fails with SQLAlchemy 2 (optuna 2.10)
+
+
+@pytest.mark.parametrize(
+    ("experiment", "size", "precision"),
+    [
+        ("carvana_quarter", [320, 480], "32-true"),
+        ("carvana_half", [640, 960], "16-mixed"),
+        ("carvana_full", [1280, 1920], "bf16-mixed"),
+    ],
+)
+def test_experiment_recipes(experiment, size, precision):
+    cfg = _compose(f"experiment={experiment}", "data.root=/data/carvana")
+    assert list(cfg.data.size) == size and all(s % 16 == 0 for s in size)
+    assert cfg.data._target_ == "carseg.data.CarvanaDataModule" and cfg.data.synthetic is None
+    assert cfg.trainer.precision == precision
+    if experiment != "carvana_quarter":
+        assert cfg.model.base_width == 64 and cfg.model.bilinear and cfg.model.depth == 4
+        assert cfg.trainer.accelerator == "gpu"
+        # every recipe says how to run it
+        text = (REPO / "conf" / "experiment" / f"{experiment}.yaml").read_text()
+        assert f"python src/train.py experiment={experiment} data.root=" in text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", ["carvana_half", "carvana_full"])
+def test_gpu_recipes_run_one_batch_on_the_cpu(tiny_set, tmp_path, experiment):
+    """Every key of the GPU recipes reaches a real Trainer, model and data module (one batch, on
+    the CPU, in bf16 like carvana_full, at a tiny size and width)."""
+    proc = run_script(
+        tmp_path,
+        "train",
+        f"experiment={experiment}",
+        f"data.root={tiny_set}",
+        "trainer=cpu",
+        "trainer.precision=bf16-mixed",
+        "data.size=[32,48]",
+        "data.num_workers=0",
+        "model.base_width=4",
+        "debug=fast",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+# --- a real Optuna sweep ----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_optuna_sweep_end_to_end_then_report(tmp_path):
+    tiny = [o for o in TINY_TRAIN if not o.startswith("model.base_width=")]
+    proc = run_script(
+        tmp_path,
+        "train",
+        "-m",
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=2",
+        *tiny,
+        "trainer.max_epochs=1",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (sweep,) = (tmp_path / "outputs" / "train" / "multiruns").iterdir()
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [j.name for j in jobs] == ["0", "1"]
+
+    scores = []
+    for job in jobs:
+        overrides = parse_overrides(yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()))
+        lr, width = float(overrides["model.lr"]), int(overrides["model.base_width"])
+        assert 1e-4 <= lr <= 3e-3 and width in (8, 16, 32)
+        assert 0.1 <= float(overrides["model.dice_weight"]) <= 2.0
+        summary = json.loads((job / "summary.json").read_text())
+        assert summary["status"] == "completed" and summary["epochs_run"] == 1
+        # the job trained what the sampler chose, with the Dice loss
+        saved = torch.load(summary["best_checkpoint"], weights_only=True)["hyper_parameters"]
+        assert saved["lr"] == pytest.approx(lr) and saved["base_width"] == width
+        assert saved["loss"] == "bce_dice"
+        scores.append(summary["best_val_dice"])
+
+    # Optuna maximised what train.py returned: the best val/dice of each job
+    optuna = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert optuna["best_value"] == pytest.approx(max(scores))
+
+    proc = run_script(tmp_path, "sweep_report", str(sweep))
+    assert proc.returncode == 0, proc.stderr
+    best_job = jobs[int(np.argmax(scores))].name
+    assert f"best: job {best_job}, val/dice {max(scores):.4f}" in proc.stdout
+    assert "model.lr" in proc.stdout and "model.dice_weight" in proc.stdout
+    assert (sweep / CSV_FILE).is_file() and (sweep / PLOT_FILE).is_file()
