@@ -10,7 +10,7 @@ ARGS ?=
 
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: install train test test-fast lint format tensorboard clean
+.PHONY: install train test test-fast lint format tensorboard sweep-report bench clean
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,7 @@ train: install
 	$(PY) src/train.py $(ARGS)
 
 test: install
+	bash scripts/ensure_browser.sh
 	$(PY) -m pytest $(ARGS)
 
 test-fast: install
@@ -37,6 +38,10 @@ lint: install
 format: install
 	$(PY) -m ruff format src tests
 	$(PY) -m ruff check --fix src tests
+
+# rank the jobs of the newest sweep (or SWEEP=outputs/train/multiruns/<time>)
+sweep-report: install
+	$(PY) src/sweep_report.py $(SWEEP)
 
 tensorboard: install
 	$(VENV)/bin/tensorboard --logdir outputs --host 127.0.0.1

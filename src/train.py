@@ -32,8 +32,13 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    with user_errors_exit():
-        result = train(cfg, multirun=HydraConfig.get().mode == RunMode.MULTIRUN)
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        # One failed job must not end a sweep: Hydra keeps the exception as that job's result
+        # (the Optuna sweeper records a failed trial and goes on), where SystemExit would stop it.
+        result = train(cfg, multirun=True)
+    else:
+        with user_errors_exit():
+            result = train(cfg, multirun=False)
     if result.global_rank != 0:  # the other DDP processes stay quiet
         return result.best_score
     score = "n/a" if result.best_score is None else f"{result.best_score:.4f}"

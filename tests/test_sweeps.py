@@ -55,14 +55,15 @@ def _summary(dice: float, epoch: int, ckpt: str = "") -> dict:
 @pytest.fixture
 def sweep(tmp_path: Path) -> Path:
     """A grid sweep over lr and width: two good jobs, one crashed, one with a corrupt summary,
-    and job 10 (sorted as a number, after job 2)."""
+    and job 10 (sorted as a number, after job 2), whose loss diverged after a good epoch 2."""
     sweep = tmp_path / "2026-01-31_12-00-00"
     shared = ["data.size=[32,48]", "trainer.max_epochs=6"]
     _job(sweep, "0", ["model.lr=0.0001", "model.base_width=8", *shared], _summary(0.80, 5))
     _job(sweep, "1", ["model.lr=0.0003", "model.base_width=8", *shared], _summary(0.91, 4))
     _job(sweep, "2", ["model.lr=0.0001", "model.base_width=16", *shared], None)
     _job(sweep, "3", ["model.lr=0.0003", "model.base_width=16", *shared], "{not json")
-    _job(sweep, "10", ["model.lr=0.001", "model.base_width=16", *shared], _summary(0.85, 2))
+    diverged = {**_summary(0.85, 2), "status": "failed", "error": "TrainingDivergedError: nan"}
+    _job(sweep, "10", ["model.lr=0.001", "model.base_width=16", *shared], diverged)
     (sweep / "multirun.yaml").write_text("hydra: {}\n")  # Hydra's own file, not a job
     return sweep
 
@@ -86,7 +87,10 @@ def test_report_ranks_jobs_best_first_and_lists_failed_jobs_last(sweep):
         ["3", "0", "0.0001", "8", "0.8000"],
     ]
     assert rows[0][5:] == ["4", "6", "61.5", "12.2"]
+    assert rows[1][5] == "(failed)"  # ranked by the best it reached, marked as failed
     assert rows[3][:4] == ["-", "2", "0.0001", "16"] and "no result" in " ".join(rows[3])
+    assert "job 10: failed: TrainingDivergedError: nan" in result.text
+    assert "job 2: no result (no summary.json)" in result.text
     assert "shared overrides: data.size=[32,48] trainer.max_epochs=6" in result.text
     assert "best: job 1, val/dice 0.9100 (epoch 4)" in result.text
     assert "/runs/4.ckpt" in result.text

@@ -461,8 +461,9 @@ class RunSummary(pl.Callback):
     Keys: ``status`` (``completed``, ``failed`` or ``interrupted``), ``monitor``,
     ``best_val_dice`` and ``best_epoch`` (the best value of ``monitor``; from the checkpoint
     callback when it monitors the same metric, which also covers a resumed run), ``epochs_run``,
-    ``global_step``, ``wall_time_s`` (the whole ``fit``), ``train_images``, ``train_time_s``
-    (training batches only, loading included, validation excluded) and ``train_images_per_s``,
+    ``global_step``, ``wall_time_s`` (from the start of the fit loop, after the data's setup, to
+    its end), ``train_images``, ``train_time_s`` (training batches only: loading and the
+    optimiser step included, validation excluded) and ``train_images_per_s``,
     ``best_checkpoint``, ``last_checkpoint``, ``git_commit``, ``git_dirty``, ``started``,
     ``finished`` (ISO times) and, for a failed run, ``error``.
 
@@ -516,7 +517,8 @@ class RunSummary(pl.Callback):
         self._last_batch_end = time.perf_counter()
         self._val_time_in_epoch_at_last_batch = self._val_time_in_epoch
         images = batch[0] if isinstance(batch, list | tuple) else batch
-        self._train_images += int(images.shape[0]) * trainer.world_size
+        if isinstance(images, torch.Tensor):
+            self._train_images += int(images.shape[0]) * trainer.world_size
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._close_epoch()
@@ -544,7 +546,10 @@ class RunSummary(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
         status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
-        self._write(trainer, status, error=f"{type(exception).__name__}: {exception}")
+        try:
+            self._write(trainer, status, error=f"{type(exception).__name__}: {exception}")
+        except Exception as err:  # never hide the exception that stopped the run behind ours
+            log.warning("Could not write %s after the run failed: %s", self.path, err)
 
     def summary(self, trainer: pl.Trainer, status: str) -> dict[str, Any]:
         """What ``summary.json`` holds, as a dict of plain values."""

@@ -192,7 +192,9 @@ def format_table(report: SweepReport) -> str:
                 str(i) if dice is not None else "-",
                 job.name,
                 *(short_value(job.overrides.get(k, "-")) for k in report.varying),
-                _fmt(dice) if dice is not None else NO_RESULT,
+                NO_RESULT
+                if dice is None
+                else _fmt(dice) + ("" if job.status == "completed" else f" ({job.status})"),
                 _fmt(job.get("best_epoch")),
                 _fmt(job.get("epochs_run")),
                 _fmt(job.get("wall_time_s"), 1),
@@ -208,9 +210,10 @@ def format_table(report: SweepReport) -> str:
     lines.append("")
     for row in [header, ["-" * w for w in widths], *rows]:
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    for job in report.jobs:
-        if job.best_val_dice is None:
-            lines.append(f"job {job.name}: {job.status}")
+    for job in report.jobs:  # why a job has no result, or did not complete
+        if job.status != "completed":
+            error = job.get("error")
+            lines.append(f"job {job.name}: {job.status}" + (f": {error}" if error else ""))
     if report.best is not None:
         best = report.best
         lines += [
