@@ -26,7 +26,7 @@ train: install
 
 test: install
 	bash scripts/ensure_browser.sh
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile $(ARGS)
 
 test-fast: install
 	$(PY) -m pytest -m "not slow" $(ARGS)

