@@ -24,9 +24,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 train: install
 	$(PY) src/train.py $(ARGS)
 
+# two test processes, one thread each: 2 cores, no oversubscription
 test: install
 	bash scripts/ensure_browser.sh
-	$(PY) -m pytest -n 2 --dist loadfile $(ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile $(ARGS)
 
 test-fast: install
 	$(PY) -m pytest -m "not slow" $(ARGS)
@@ -38,6 +39,10 @@ lint: install
 format: install
 	$(PY) -m ruff format src tests
 	$(PY) -m ruff check --fix src tests
+
+# speed and memory figures (prints a table, writes benchmarks/results.json); a few minutes
+bench: install
+	$(PY) benchmarks/bench.py $(ARGS)
 
 # rank the jobs of the newest sweep (or SWEEP=outputs/train/multiruns/<time>)
 sweep-report: install

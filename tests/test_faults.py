@@ -103,8 +103,9 @@ def test_nan_loss_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path):
 def test_killed_run_resumes_from_last_checkpoint_and_finishes_its_epochs(tmp_path):
     settings = [
         *TINY_TRAIN,
+        "data.synthetic.n_cars=4",
         "data.size=[64,96]",
-        "trainer.max_epochs=3",
+        "trainer.max_epochs=5",
         "callbacks.early_stopping=null",
     ]
     env = {**os.environ, "CARSEG_ROOT": str(tmp_path), "NO_ALBUMENTATIONS_UPDATE": "1"}
@@ -123,7 +124,7 @@ def test_killed_run_resumes_from_last_checkpoint_and_finishes_its_epochs(tmp_pat
             lasts = list(runs.glob("*/checkpoints/last.ckpt"))
             if lasts:
                 epoch = torch.load(lasts[0], weights_only=True)["epoch"]
-                if epoch >= 0:
+                if epoch >= 1:
                     time.sleep(0.3)  # into the next epoch
                     proc.send_signal(signal.SIGKILL)
                     killed_at = epoch
@@ -143,12 +144,12 @@ def test_killed_run_resumes_from_last_checkpoint_and_finishes_its_epochs(tmp_pat
     assert "Resuming training from" in resumed.stdout + resumed.stderr
     second_run = next(p for p in runs.iterdir() if p != first_run)
     final = torch.load(second_run / "checkpoints" / "last.ckpt", weights_only=True)
-    steps_per_epoch = final["global_step"] // 3
-    assert final["epoch"] == 2 and final["global_step"] == 3 * steps_per_epoch
+    steps_per_epoch = final["global_step"] // 5
+    assert final["epoch"] == 4 and final["global_step"] == 5 * steps_per_epoch
     # it went on from the checkpoint: it validated only the epochs that were left
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(second_run / "tensorboard"))
     events.Reload()
     epochs_done_here = len(events.Scalars("val/dice"))
-    assert epochs_done_here == 3 - (saved["epoch"] + 1)
+    assert epochs_done_here == 5 - (saved["epoch"] + 1)
