@@ -54,7 +54,6 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = Path(
     os.environ.get("CARSEG_SAMPLE_DIR", REPO.parent / "shared" / "carvana_sample")
 ).resolve()
-MIB = 1024 * 1024
 GIB_MIB = 1024  # MiB in a GiB
 COMPILE_TIMEOUT_S = 300
 SLOW_FACTOR = 3.0  # a variant this much slower than its group's median gets MIN_REPEATS runs

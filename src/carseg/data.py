@@ -240,7 +240,7 @@ class CarvanaDataset(Dataset):
         with _decoding(path), Image.open(path) as img:
             original = (img.height, img.width)
             if at_least is not None and img.format == "JPEG":
-                img.draft("RGB", (int(at_least[1]), int(at_least[0])))
+                img.draft("RGB", _draft_request(original, at_least))
             return np.asarray(img.convert("RGB")), original
 
     def read_pair(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
@@ -300,6 +300,19 @@ class CarvanaDataset(Dataset):
             return image, mask
         out = self.transform(image=image, mask=mask)
         return out["image"], out["mask"].unsqueeze(0).float()
+
+
+def _draft_request(original: tuple[int, int], at_least: Sequence[int]) -> tuple[int, int]:
+    """The (width, height) to ask Pillow's ``draft`` for so that it picks the largest JPEG scale
+    (1, 1/2, 1/4, 1/8) still at least ``at_least`` (height, width), within one pixel.
+
+    Pillow picks ``min(W // w, H // h)`` rounded down to a power of two: asking for 480x320 from
+    1918x1280 gives 3, hence 1/2. Asking for ``(W // s, H // s)`` gives exactly ``s``. The pixel of
+    slack lets 1918 / 2 = 959 serve a width of 960 (the resize then stretches it by one pixel).
+    """
+    (height, width), (want_h, want_w) = original, (int(at_least[0]), int(at_least[1]))
+    scale = max(s for s in (1, 2, 4, 8) if width / s >= want_w - 1 and height / s >= want_h - 1)
+    return width // scale, height // scale
 
 
 @contextlib.contextmanager
