@@ -353,7 +353,8 @@ def bench_data(s: Settings, root: Path, tmp: Path, sampler: RssSampler) -> tuple
     from torch.utils.data import DataLoader
 
     from carseg.cache import ResizedCache
-    from carseg.data import CarvanaDataset, build_transforms
+    from carseg.dataset import CarvanaDataset
+    from carseg.transforms import build_transforms
 
     ids = CarvanaDataset(root).ids[: s.data_items]
     source_size = list(CarvanaDataset(root, ids[:1]).load_image(ids[0]).shape[:2])  # (H, W)
@@ -682,7 +683,7 @@ def bench_train(s: Settings, sampler: RssSampler, native_bf16: bool) -> tuple[li
 def bench_predict(s: Settings, root: Path, sampler: RssSampler) -> list:
     import torch
 
-    from carseg.data import CarvanaDataset
+    from carseg.dataset import CarvanaDataset
     from carseg.inference import Predictor, batched, torch_forward
     from carseg.module import SegmentationModule
 

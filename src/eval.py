@@ -1,39 +1,43 @@
 """Score a checkpoint at Kaggle's resolution: ``python src/eval.py ckpt_path=... [data=...]``.
 
-The work is in ``carseg.evaluation``; the config in ``conf/eval.yaml``.
+Scores the cars the checkpoint held out for validation (``split=val``). The work is in
+``carseg.evaluation``; the config in ``conf/eval.yaml``.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-os.environ.setdefault("CARSEG_ROOT", str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 
-import hydra  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from carseg.cli import require, user_errors_exit  # noqa: E402
-from carseg.data import CarvanaDataset  # noqa: E402
-from carseg.evaluation import score_images, write_report  # noqa: E402
-from carseg.inference import Predictor, input_size, load_checkpoint, torch_forward  # noqa: E402
+from carseg.checkpoint import load_model
+from carseg.checks import check_device, check_threshold
+from carseg.cli import require, user_errors_exit
+from carseg.dataset import CarvanaDataset
+from carseg.evaluation import images_to_score, score_images, write_report
+from carseg.inference import Predictor, input_size, torch_forward
+from carseg.split import cars_of, split_by_car
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> float:
-    with user_errors_exit():
+    with user_errors_exit(cfg.paths.output_dir):
         require(cfg, "ckpt_path", "the checkpoint to evaluate, e.g. ckpt_path=outputs/train/...")
-        model, info = load_checkpoint(cfg.ckpt_path, cfg.device)
+        device = check_device("device", cfg.device)
+        model, info = load_model(cfg.ckpt_path, device)
         size = input_size(info.size, cfg.size)
+        threshold = (
+            info.threshold if cfg.threshold is None else check_threshold("threshold", cfg.threshold)
+        )
         datamodule = instantiate(cfg.data, _convert_="all")
         datamodule.prepare_data()
-        datamodule.setup("validate")
-        ids = datamodule.val_set.ids if cfg.split == "val" else None
+        everything = CarvanaDataset(datamodule.root, image_dir=datamodule.image_dir)
+        own_val = split_by_car(everything.ids, datamodule.val_fraction, datamodule.split_seed)[1]
+        ids = images_to_score(everything.ids, cfg.split, info.split, cars_of(own_val))
         dataset = CarvanaDataset(datamodule.root, ids, image_dir=datamodule.image_dir)
-        predictor = Predictor(torch_forward(model, cfg.device), size, tta=cfg.tta)
-        threshold = info.threshold if cfg.threshold is None else cfg.threshold
+        predictor = Predictor(torch_forward(model, device), size, tta=cfg.tta)
         scores = score_images(dataset, predictor, threshold, cfg.batch_size)
         report = write_report(
             Path(cfg.paths.output_dir),
@@ -46,13 +50,14 @@ def main(cfg: DictConfig) -> float:
                 "checkpoint": str(cfg.ckpt_path),
                 "data_root": str(datamodule.root),
                 "split": cfg.split,
+                "cars": cars_of(ids),
                 "tta": cfg.tta,
                 "model_input_size": list(size),
             },
         )
     print(
-        f"\nDice at full resolution over {len(scores)} images: mean {report.mean:.4f}, "
-        f"median {report.median:.4f}, min {report.minimum:.4f}"
+        f"\nDice at full resolution over {len(scores)} images of {len(cars_of(ids))} cars: mean "
+        f"{report.mean:.4f}, median {report.median:.4f}, min {report.minimum:.4f}"
     )
     for name, path in report.files.items():
         print(f"{name + ':':11}{path}")

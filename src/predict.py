@@ -6,23 +6,21 @@ checkpoint or from an ONNX model (``onnx_path=...``). The work is in ``carseg.in
 
 from __future__ import annotations
 
-import os
+import sys
 from pathlib import Path
 
-os.environ.setdefault("CARSEG_ROOT", str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+import hydra
+from omegaconf import DictConfig
 
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from carseg.cli import require, user_errors_exit  # noqa: E402
-from carseg.errors import ConfigError  # noqa: E402
-from carseg.inference import (  # noqa: E402
+from carseg.checkpoint import load_model
+from carseg.checks import check_device, check_threshold
+from carseg.cli import require, user_errors_exit
+from carseg.errors import ConfigError
+from carseg.image_io import list_images
+from carseg.inference import (
     Predictor,
     check_output_dir,
     input_size,
-    list_images,
-    load_checkpoint,
     onnx_forward,
     predict_files,
     torch_forward,
@@ -31,16 +29,19 @@ from carseg.inference import (  # noqa: E402
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    with user_errors_exit():
+    with user_errors_exit(cfg.paths.output_dir):
         require(cfg, "input", "an image file or a folder of images, e.g. input=photos/")
         if bool(cfg.ckpt_path) == bool(cfg.onnx_path):
             raise ConfigError("give one model: ckpt_path=<checkpoint> or onnx_path=<model.onnx>")
         paths = list_images(cfg.input)
         output_dir = Path(cfg.output_dir)
         check_output_dir(output_dir, Path(cfg.input), cfg.overwrite)
+        if cfg.threshold is not None:
+            check_threshold("threshold", cfg.threshold)
         if cfg.ckpt_path:
-            model, info = load_checkpoint(cfg.ckpt_path, cfg.device)
-            forward, size, threshold = torch_forward(model, cfg.device), info.size, info.threshold
+            device = check_device("device", cfg.device)
+            model, info = load_model(cfg.ckpt_path, device)
+            forward, size, threshold = torch_forward(model, device), info.size, info.threshold
         else:
             from carseg.export import onnx_metadata
 
@@ -48,13 +49,22 @@ def main(cfg: DictConfig) -> None:
             forward, size, threshold = onnx_forward(cfg.onnx_path), meta["size"], meta["threshold"]
         predictor = Predictor(forward, input_size(size, cfg.size), tta=cfg.tta)
         threshold = threshold if cfg.threshold is None else cfg.threshold
-        submission = predict_files(
+        run = predict_files(
             predictor, paths, output_dir, threshold, cfg.batch_size, overlays=cfg.overlays
         )
-    print(f"\n{len(paths)} masks in {output_dir / 'masks'}")
+    print(f"\n{run.written} masks in {output_dir / 'masks'}")
     if cfg.overlays:
         print(f"overlays in {output_dir / 'overlays'}")
-    print(f"submission: {submission}")
+    print(f"submission: {run.submission} ({run.written} rows)")
+    if run.failed:
+        print(
+            f"\nerror: {len(run.failed)} of {len(paths)} inputs could not be read and were skipped "
+            f"(listed in {run.failed_list}):",
+            file=sys.stderr,
+        )
+        for name, why in list(run.failed.items())[:20]:
+            print(f"  {name}: {why}", file=sys.stderr)
+        raise SystemExit(2)
 
 
 if __name__ == "__main__":

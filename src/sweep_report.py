@@ -11,13 +11,10 @@ Prints every job's overrides and best val/dice, best first, and writes ``sweep_r
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
-from carseg.cli import user_errors_exit
+from carseg.cli import project_root, user_errors_exit
 from carseg.sweep import latest_sweep, report
-
-ROOT = Path(os.environ.get("CARSEG_ROOT", Path(__file__).resolve().parents[1]))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,7 +29,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     with user_errors_exit():
-        sweep_dir = args.sweep_dir or latest_sweep(ROOT / "outputs" / "train" / "multiruns")
+        sweep_dir = args.sweep_dir or latest_sweep(
+            project_root() / "outputs" / "train" / "multiruns"
+        )
         print(report(sweep_dir).text)
 
 

@@ -9,25 +9,13 @@ The config lives in conf/ (``conf/train.yaml`` and its groups); the work in ``ca
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
 
-# Runs land in <project>/outputs whichever folder the command is started from.
-os.environ.setdefault("CARSEG_ROOT", str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
-import warnings  # noqa: E402
-
-import hydra  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from hydra.types import RunMode  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from carseg.cli import user_errors_exit  # noqa: E402
-from carseg.training import train  # noqa: E402
-
-# Lightning 2.6 trips torch 2.13's deprecation of pytree's LeafSpec on every run: nothing to act on.
-warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+from carseg.cli import user_errors_exit
+from carseg.training import train
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
@@ -37,7 +25,7 @@ def main(cfg: DictConfig) -> float | None:
         # (the Optuna sweeper records a failed trial and goes on), where SystemExit would stop it.
         result = train(cfg, multirun=True)
     else:
-        with user_errors_exit():
+        with user_errors_exit(cfg.paths.output_dir):
             result = train(cfg, multirun=False)
     if result.global_rank != 0:  # the other DDP processes stay quiet
         return result.best_score

@@ -69,3 +69,52 @@ def rank_metrics_callback(folder: str):
             path.write_text(json.dumps(record))
 
     return DumpRankMetrics()
+
+
+def compose(*overrides: str, config: str = "train"):
+    """The config ``src/<config>.py`` would run with ``overrides``, composed from conf/."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    import carseg.cli  # noqa: F401  (registers the project-root resolver that conf/paths uses)
+
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        return hydra_compose(config_name=config, overrides=list(overrides))
+
+
+def _dotted(group: str, options: dict) -> list[str]:
+    return [f"{group}.{key}={_hydra_value(value)}" for key, value in options.items()]
+
+
+def _hydra_value(value) -> str:
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_hydra_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_hydra_value(v)}" for k, v in value.items()) + "}"
+    if value is None:
+        return "null"
+    return str(value)
+
+
+def build_model(model: str = "unet", **options):
+    """A ``SegmentationModule`` from ``conf/model/<model>.yaml`` with ``options`` changed."""
+    from hydra.utils import instantiate
+
+    cfg = compose(f"model={model}", *_dotted("model", options))
+    return instantiate(cfg.model, _convert_="all")
+
+
+def build_datamodule(root, data: str = "carvana", **options):
+    """A ``CarvanaDataModule`` over ``root`` from ``conf/data/<data>.yaml`` with ``options``."""
+    from hydra.utils import instantiate
+
+    cfg = compose(f"data={data}", f"data.root={root}", *_dotted("data", options))
+    return instantiate(cfg.data, _convert_="all")
+
+
+def build_callback(name: str, **options):
+    """The callback ``name`` of ``conf/callbacks/default.yaml`` with ``options`` changed."""
+    from hydra.utils import instantiate
+
+    cfg = compose(*_dotted(f"callbacks.{name}", options))
+    return instantiate(cfg.callbacks[name], _convert_="all")

@@ -23,22 +23,15 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from carseg.callbacks import (
-    HyperparameterLogger,
-    RunSummary,
-    ValidationImageLogger,
-    denormalize,
-    git_commit,
-    image_grid,
-    mask_contour,
-    overlay_masks,
-)
-from carseg.data import IMAGENET_MEAN, IMAGENET_STD, CarvanaDataModule
+from carseg.callbacks import HyperparameterLogger, RunSummary, ValidationImageLogger
+from carseg.callbacks.summary import git_commit
+from carseg.drawing import ALPHA, PREDICTION, TRUTH, denormalize, image_grid, mask_contour, overlay
 from carseg.errors import ConfigError
 from carseg.module import SegmentationModule
-from helpers import REPO, TINY_TRAIN, run_script
+from carseg.transforms import IMAGENET_MEAN, IMAGENET_STD
+from helpers import REPO, TINY_TRAIN, build_callback, build_datamodule, build_model, run_script
 
-GREEN, MAGENTA = (0, 255, 0), (255, 0, 255)
+GREEN = TRUTH
 
 
 # --- drawing ----------------------------------------------------------------------------------
@@ -61,14 +54,19 @@ def test_overlay_tints_the_prediction_and_outlines_the_truth():
     truth[2:8, 2:8] = True
     pred = np.zeros((10, 10), bool)
     pred[0:5, 0:5] = True  # false car at (0, 0), hits the truth's corner
-    out = overlay_masks(image, truth, pred, GREEN, MAGENTA, alpha=0.5)
+    out = overlay(image, pred, truth)
     assert out.dtype == np.uint8 and out.shape == image.shape
-    assert tuple(out[0, 0]) == (178, 50, 178)  # tinted: (100 + 255) / 2, 100 / 2
+    tint = tuple(round((1 - ALPHA) * 100 + ALPHA * c) for c in PREDICTION)
+    assert tuple(out[0, 0]) == tint  # false car: tinted, outside the outline
     assert tuple(out[2, 5]) == GREEN and tuple(out[7, 7]) == GREEN  # contour, on or off the tint
     assert tuple(out[5, 5]) == (100, 100, 100)  # missed car inside the contour: untouched
     assert tuple(out[9, 9]) == (100, 100, 100)  # true background
     with pytest.raises(ValueError, match="must match"):
-        overlay_masks(image, truth[:5], pred)
+        overlay(image, pred, truth[:5])
+    # without a truth (predict's overlays): the tint only
+    alone = overlay(image, pred)
+    assert tuple(alone[0, 0]) == tint
+    assert tuple(alone[2, 5]) == tuple(alone[7, 7]) == (100, 100, 100)
 
 
 def test_image_grid_places_panels_in_rows():
@@ -91,10 +89,9 @@ def test_denormalize_undoes_the_imagenet_normalisation():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"num_images": 0}, "num_images"),
-        ({"alpha": 1.5}, "alpha"),
-        ({"true_colour": (300, 0, 0)}, "true_colour"),
-        ({"panel_height": 4}, "panel_height"),
+        ({"num_images": 0, "columns": 4, "panel_height": 160}, "num_images"),
+        ({"num_images": 8, "columns": 0, "panel_height": 160}, "columns"),
+        ({"num_images": 8, "columns": 4, "panel_height": 4}, "panel_height"),
     ],
 )
 def test_image_logger_rejects_bad_settings(kwargs, message):
@@ -104,9 +101,9 @@ def test_image_logger_rejects_bad_settings(kwargs, message):
 
 def test_summary_and_hparams_reject_an_unknown_mode(tmp_path):
     with pytest.raises(ConfigError, match="mode"):
-        RunSummary(tmp_path, mode="maximum")
+        RunSummary(output_dir=tmp_path, monitor="val/dice", mode="maximum")
     with pytest.raises(ConfigError, match="mode"):
-        HyperparameterLogger(mode="best")
+        HyperparameterLogger(monitor="val/dice", mode="best", exclude=[])
 
 
 # --- the callbacks in a real fit --------------------------------------------------------------
@@ -114,10 +111,10 @@ def test_summary_and_hparams_reject_an_unknown_mode(tmp_path):
 
 def _fit(tiny_set: Path, tmp_path: Path, logger, callbacks, epochs=2, module=None) -> pl.Trainer:
     pl.seed_everything(0)
-    datamodule = CarvanaDataModule(
+    datamodule = build_datamodule(
         tiny_set, size=(32, 48), batch_size=8, num_workers=0, augment=False
     )
-    module = module or SegmentationModule(base_width=4, depth=2, lr=3e-3)
+    module = module or build_model(base_width=4, depth=2, lr=3e-3)
     trainer = pl.Trainer(
         max_epochs=epochs,
         accelerator="cpu",
@@ -145,7 +142,12 @@ def fitted(tiny_set, tmp_path_factory):
         mode="max",
     )
     logger = TensorBoardLogger(tmp / "tensorboard", name="", version="", default_hp_metric=False)
-    callbacks = [checkpoint, images, HyperparameterLogger(), RunSummary(tmp)]
+    callbacks = [
+        checkpoint,
+        images,
+        build_callback("hparams"),
+        build_callback("run_summary", output_dir=tmp),
+    ]
     trainer = _fit(tiny_set, tmp, logger, callbacks, epochs=3)
     events = EventAccumulator(str(tmp / "tensorboard"), size_guidance={"images": 0})
     events.Reload()
@@ -247,8 +249,12 @@ def test_run_summary_records_the_best_epoch_speed_and_commit(fitted):
 
 
 def test_without_tensorboard_the_image_and_hparams_callbacks_do_nothing(tiny_set, tmp_path):
-    images = ValidationImageLogger(num_images=2)
-    callbacks = [images, HyperparameterLogger(), RunSummary(tmp_path / "run")]
+    images = build_callback("prediction_images", num_images=2)
+    callbacks = [
+        images,
+        build_callback("hparams"),
+        build_callback("run_summary", output_dir=tmp_path / "run"),
+    ]
     _fit(tiny_set, tmp_path, CSVLogger(tmp_path / "csv"), callbacks, epochs=1)
     assert images._images is None  # nothing was even predicted
     assert not list(tmp_path.rglob("events.out.tfevents*"))
@@ -271,9 +277,9 @@ def test_a_failed_fit_still_leaves_a_summary(tiny_set, tmp_path):
             tiny_set,
             tmp_path,
             False,
-            [RunSummary(tmp_path)],
+            [build_callback("run_summary", output_dir=tmp_path)],
             epochs=3,
-            module=_Exploding(base_width=4, depth=2),
+            module=_Exploding(**build_model(base_width=4, depth=2).hparams),
         )
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "failed" and "boom at epoch 1" in summary["error"]
@@ -281,15 +287,18 @@ def test_a_failed_fit_still_leaves_a_summary(tiny_set, tmp_path):
 
 
 def test_fast_dev_run_writes_no_summary(tiny_set, tmp_path):
-    datamodule = CarvanaDataModule(tiny_set, size=(32, 48), batch_size=4, num_workers=0)
+    datamodule = build_datamodule(tiny_set, size=(32, 48), batch_size=4, num_workers=0)
     trainer = pl.Trainer(
         fast_dev_run=True,
         accelerator="cpu",
-        callbacks=[RunSummary(tmp_path / "run"), HyperparameterLogger()],
+        callbacks=[
+            build_callback("run_summary", output_dir=tmp_path / "run"),
+            build_callback("hparams"),
+        ],
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    trainer.fit(SegmentationModule(base_width=4, depth=2), datamodule=datamodule)
+    trainer.fit(build_model(base_width=4, depth=2), datamodule=datamodule)
     assert not (tmp_path / "run").exists()
 
 

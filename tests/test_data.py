@@ -4,16 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from carseg.data import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    CarvanaDataModule,
-    CarvanaDataset,
-    build_transforms,
-    car_id,
-    split_by_car,
-)
+from carseg.dataset import CarvanaDataset
 from carseg.errors import DataError, DataNotFoundError
+from carseg.split import car_id, split_by_car
+from carseg.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
+from helpers import build_datamodule
 
 
 def _ids(n_cars, views=16):
@@ -103,7 +98,7 @@ def test_augmentation_flips_image_and_mask_together(tiny_set):
 
 
 def test_datamodule_splits_by_car_and_batches(tiny_set):
-    dm = CarvanaDataModule(tiny_set, size=(32, 48), batch_size=6, num_workers=0, val_fraction=0.4)
+    dm = build_datamodule(tiny_set, size=(32, 48), batch_size=6, num_workers=0, val_fraction=0.4)
     dm.setup("fit")
     train_cars = {car_id(i) for i in dm.train_set.ids}
     val_cars = {car_id(i) for i in dm.val_set.ids}
@@ -118,12 +113,12 @@ def test_datamodule_splits_by_car_and_batches(tiny_set):
 def test_datamodule_generates_the_synthetic_set_once(tmp_path):
     root = tmp_path / "syn"
     params = {"n_cars": 2, "height": 64, "width": 96, "seed": 3}
-    dm = CarvanaDataModule(root, size=(32, 48), num_workers=0, synthetic=params)
+    dm = build_datamodule(root, size=(32, 48), num_workers=0, synthetic=params)
     dm.prepare_data()
     dm.setup("fit")
     assert len(dm.train_set) == 16 and len(dm.val_set) == 16
     stamp = (root / "train_masks.csv").stat().st_mtime_ns
-    CarvanaDataModule(root, synthetic=params).prepare_data()
+    build_datamodule(root, synthetic=params).prepare_data()
     assert (root / "train_masks.csv").stat().st_mtime_ns == stamp
 
 
@@ -137,6 +132,7 @@ def test_missing_root_says_what_layout_is_expected(tmp_path):
 def test_missing_masks_are_listed_with_their_count(tiny_set, tmp_path):
     root = tmp_path / "partial"
     shutil.copytree(tiny_set, root)
+    (root / "train_masks.csv").unlink()  # else its rows stand in for the missing files
     gone = sorted((root / "train_masks").glob("*.gif"))[:3]
     for path in gone:
         path.unlink()
@@ -152,7 +148,7 @@ def test_one_car_cannot_be_split(tiny_set, tmp_path):
     for path in sorted((tiny_set / "train").glob("*.jpg"))[:16]:
         shutil.copy(path, root / "train")
         shutil.copy(tiny_set / "train_masks" / f"{path.stem}_mask.gif", root / "train_masks")
-    dm = CarvanaDataModule(root, num_workers=0)
+    dm = build_datamodule(root, num_workers=0)
     with pytest.raises(DataError, match="at least 2"):
         dm.setup("fit")
 
@@ -197,7 +193,7 @@ def test_cache_gives_the_same_items_and_is_rebuilt_when_a_source_changes(tiny_se
 
 
 def test_datamodule_with_cache_trains_from_it(tiny_set, tmp_path):
-    dm = CarvanaDataModule(
+    dm = build_datamodule(
         tiny_set, size=(32, 48), num_workers=0, cache=True, cache_dir=tmp_path / "cache"
     )
     dm.setup("fit")

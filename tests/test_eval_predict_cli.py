@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from carseg.data import CarvanaDataset, split_by_car
+from carseg.dataset import CarvanaDataset
 from carseg.rle import read_rle_csv, rle_decode
+from carseg.split import split_by_car
 from helpers import REPO, TINY_TRAIN, run_script
 
 pytestmark = pytest.mark.slow

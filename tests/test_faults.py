@@ -14,8 +14,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from carseg.checkpoint import AtomicCheckpointIO, resolve_resume
 from carseg.errors import ConfigError, DataError, TrainingDivergedError
-from carseg.training import AtomicCheckpointIO, resolve_ckpt_path, train
+from carseg.training import train
 from helpers import REPO, TINY_TRAIN, run_script
 
 
@@ -25,7 +26,7 @@ def test_checkpoint_write_interrupted_keeps_the_previous_file(tmp_path, monkeypa
     io.save_checkpoint({"epoch": 1, "weights": torch.ones(3)}, path)
 
     def dies_halfway(obj, f):
-        f.write(b"PK\x03\x04 half a zip")
+        Path(f).write_bytes(b"PK\x03\x04 half a zip")
         raise KeyboardInterrupt  # the process is stopped in the middle of the write
 
     monkeypatch.setattr(torch, "save", dies_halfway)
@@ -35,6 +36,10 @@ def test_checkpoint_write_interrupted_keeps_the_previous_file(tmp_path, monkeypa
     kept = torch.load(path, weights_only=True)
     assert kept["epoch"] == 1 and torch.equal(kept["weights"], torch.ones(3))
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no temporary left behind
+
+
+def resolve_ckpt_path(ckpt_path, output_dir, runs_dir):
+    return resolve_resume(ckpt_path, output_dir, runs_dir, model_hparams={}, max_epochs=None)
 
 
 def test_resolve_last_finds_the_newest_run_and_refuses_nothing(tmp_path):

@@ -3,16 +3,11 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from carseg.checkpoint import load_model as load_checkpoint
 from carseg.errors import ConfigError, DataError, DataNotFoundError
-from carseg.inference import (
-    Predictor,
-    check_output_dir,
-    input_size,
-    list_images,
-    load_checkpoint,
-    torch_forward,
-)
-from carseg.module import SegmentationModule
+from carseg.image_io import list_images
+from carseg.inference import Predictor, check_output_dir, input_size, torch_forward
+from helpers import build_model
 
 
 def ramp_forward(images: torch.Tensor) -> torch.Tensor:
@@ -40,7 +35,7 @@ def test_each_image_keeps_its_own_size():
 
 def test_tta_averages_the_mirror_prediction():
     torch.manual_seed(0)
-    model = SegmentationModule(base_width=4, depth=2).eval()
+    model = build_model(base_width=4, depth=2).eval()
     image = np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)
     plain = Predictor(torch_forward(model), (16, 24)).probabilities([image])[0]
     mirrored = Predictor(torch_forward(model), (16, 24)).probabilities([image[:, ::-1].copy()])[0]
@@ -61,7 +56,7 @@ def _save_checkpoint(module, path, datamodule_hparams=None):
 
 
 def test_load_checkpoint_rebuilds_model_and_reads_training_size(tmp_path):
-    module = SegmentationModule(base_width=4, depth=2, threshold=0.4)
+    module = build_model(base_width=4, depth=2, threshold=0.4)
     path = _save_checkpoint(module, tmp_path / "m.ckpt", {"size": [48, 64]})
     model, info = load_checkpoint(path)
     assert info.size == (48, 64) and info.threshold == 0.4 and not model.training

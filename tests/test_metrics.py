@@ -63,7 +63,7 @@ def test_losses_fall_as_predictions_improve_and_have_gradients(name):
 def test_combined_losses_add_the_dice_term():
     target = (torch.rand(2, 1, 8, 8) > 0.5).float()
     logits = torch.randn(2, 1, 8, 8)
-    bce = SegmentationLoss("bce")(logits, target)
+    bce = SegmentationLoss("bce", 1.0)(logits, target)
     dice = soft_dice(logits, target)
     assert SegmentationLoss("bce_dice", 0.5)(logits, target) == pytest.approx(
         bce + 0.5 * (1 - dice)
@@ -75,4 +75,4 @@ def test_combined_losses_add_the_dice_term():
 
 def test_unknown_loss_is_refused():
     with pytest.raises(ValueError, match="bce_dice"):
-        SegmentationLoss("focal")
+        SegmentationLoss("focal", 1.0)

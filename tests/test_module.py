@@ -3,8 +3,11 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from carseg.data import CarvanaDataset, build_transforms
+from carseg.dataset import CarvanaDataset
+from carseg.errors import ConfigError
 from carseg.module import SegmentationModule
+from carseg.transforms import build_transforms
+from helpers import build_model
 
 
 def _batch(tiny_set, n=8, size=(48, 64)):
@@ -18,7 +21,7 @@ def test_overfits_a_tiny_batch(tiny_set, loss):
     """Lightning fits one batch for 60 steps: the loss falls, thresholded Dice rises well above."""
     pl.seed_everything(0)
     images, masks = _batch(tiny_set)
-    module = SegmentationModule(base_width=8, depth=3, loss=loss, lr=3e-3)
+    module = build_model(base_width=8, depth=3, loss=loss, lr=3e-3)
 
     def evaluate() -> tuple[float, float]:
         module.eval()
@@ -47,9 +50,7 @@ def test_overfits_a_tiny_batch(tiny_set, loss):
 
 def test_checkpoint_alone_rebuilds_the_model(tiny_set, tmp_path):
     """Hyperparameters are plain values: weights_only loading works and predictions match."""
-    module = SegmentationModule(
-        base_width=4, depth=2, bilinear=False, loss="bce_dice", dice_weight=0.3
-    )
+    module = build_model(base_width=4, depth=2, bilinear=False, loss="bce_dice", dice_weight=0.3)
     trainer = pl.Trainer(
         max_epochs=0,
         logger=False,
@@ -80,13 +81,14 @@ def test_checkpoint_alone_rebuilds_the_model(tiny_set, tmp_path):
     ],
 )
 def test_bad_options_are_refused(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        SegmentationModule(base_width=2, depth=1, **kwargs)
+    options = {**build_model(base_width=2, depth=1).hparams, **kwargs}
+    with pytest.raises(ConfigError, match=message):
+        SegmentationModule(**options)
 
 
 @pytest.mark.parametrize("scheduler", ["cosine", "plateau"])
 def test_schedulers_are_configured(scheduler):
-    module = SegmentationModule(base_width=2, depth=1, scheduler=scheduler)
+    module = build_model(base_width=2, depth=1, scheduler=scheduler)
     module.trainer = pl.Trainer(max_epochs=4, logger=False)
     config = module.configure_optimizers()
     assert "lr_scheduler" in config

@@ -3,8 +3,9 @@
 import numpy as np
 import pytorch_lightning as pl
 
-from carseg.data import CarvanaDataModule, CarvanaDataset, car_id
-from carseg.module import SegmentationModule
+from carseg.dataset import CarvanaDataset
+from carseg.split import car_id
+from helpers import build_datamodule, build_model
 
 
 def test_loader_reads_real_carvana_pairs(sample_dir):
@@ -21,8 +22,8 @@ def test_loader_reads_real_carvana_pairs(sample_dir):
 
 def test_short_training_on_real_sample(sample_dir, tmp_path):
     pl.seed_everything(0)
-    dm = CarvanaDataModule(sample_dir, size=(64, 96), batch_size=8, num_workers=0)
-    model = SegmentationModule(base_width=8, depth=3, lr=1e-3)
+    dm = build_datamodule(sample_dir, size=(64, 96), batch_size=8, num_workers=0)
+    model = build_model(base_width=8, depth=3, lr=1e-3)
     trainer = pl.Trainer(
         max_epochs=2,
         accelerator="cpu",

@@ -208,7 +208,7 @@ def test_ensure_dataset_generates_then_reuses(tmp_path: Path, monkeypatch) -> No
     def must_not_run(*args, **kwargs):
         raise AssertionError("ensure_dataset regenerated a set it should reuse")
 
-    monkeypatch.setattr(synthetic, "_write_dataset", must_not_run)
+    monkeypatch.setattr(synthetic.writer, "_write_dataset", must_not_run)
     assert ensure_dataset(str(root), 1, H, W, seed=0) == root
     assert snapshot(root) == before  # same bytes, same modification times
     assert [p.name for p in tmp_path.iterdir()] == ["empty"]  # no temporary folder left
@@ -260,7 +260,7 @@ def test_a_failed_run_leaves_no_half_written_set(tmp_path: Path, monkeypatch) ->
             raise RuntimeError("killed")
         return render_view(*args, **kwargs)
 
-    monkeypatch.setattr(synthetic, "render_view", render_then_fail)
+    monkeypatch.setattr(synthetic.writer, "render_view", render_then_fail)
     with pytest.raises(RuntimeError, match="killed"):
         generate_dataset(tmp_path / "set", 1, H, W, seed=0)
     assert list(tmp_path.iterdir()) == []  # neither the set nor its temporary folder

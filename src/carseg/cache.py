@@ -13,40 +13,40 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import cv2
 import numpy as np
 
-if TYPE_CHECKING:
-    from carseg.data import CarvanaDataset
+from carseg.atomic import atomic_dir
 
 log = logging.getLogger(__name__)
 
 FORMAT = 1
 
 
-def cache_key(dataset: CarvanaDataset, size: Sequence[int]) -> str:
-    """A hash of the target size and of every source file's name, size and modification time."""
-    sources = [dataset.image_paths[i] for i in dataset.ids]
-    sources += [dataset.mask_paths[i] for i in dataset.ids if i in dataset.mask_paths]
-    if dataset.rles:
-        sources.append(dataset.root / "train_masks.csv")
+class Source(Protocol):
+    """What the cache reads from (``CarvanaDataset`` is one): ids, items, and their files."""
+
+    ids: Sequence[str]
+
+    def read_pair(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """Image uint8 (H, W, 3) and mask uint8 (H, W) in {0, 1}, at any size."""
+
+    def source_files(self) -> list[Path]:
+        """Every file the items are read from: a change to any of them makes a new cache."""
+
+
+def cache_key(ids: Sequence[str], sources: Sequence[Path], size: Sequence[int]) -> str:
+    """A hash of the target size, the ids and every source file's name, size and mtime."""
     entries = []
     for path in sources:
         stat = path.stat()
         entries.append((str(path), stat.st_size, stat.st_mtime_ns))
-    record = {
-        "format": FORMAT,
-        "size": [int(s) for s in size],
-        "ids": dataset.ids,
-        "files": entries,
-    }
+    record = {"format": FORMAT, "size": [int(s) for s in size], "ids": list(ids), "files": entries}
     return hashlib.sha256(json.dumps(record).encode()).hexdigest()[:20]
 
 
@@ -68,40 +68,34 @@ class ResizedCache:
         return np.array(self._images[n]), np.array(self._masks[n])
 
     @classmethod
-    def build(cls, dataset: CarvanaDataset, size: Sequence[int], cache_dir: Path) -> ResizedCache:
-        """The cache of ``dataset`` at ``size`` (height, width) in ``cache_dir``, built if new."""
+    def build(cls, source: Source, size: Sequence[int], cache_dir: Path) -> ResizedCache:
+        """The cache of ``source``'s items at ``size`` (height, width) in ``cache_dir``, built if
+        new."""
+        ids = list(source.ids)
         height, width = int(size[0]), int(size[1])
-        folder = Path(cache_dir) / f"{height}x{width}-{cache_key(dataset, size)}"
+        key = cache_key(ids, source.source_files(), size)
+        folder = Path(cache_dir) / f"{height}x{width}-{key}"
         if (folder / "index.json").is_file():
             log.info("Using the resized-image cache %s", folder)
             return cls(folder)
         started = time.perf_counter()
-        tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-        tmp.mkdir(parents=True)
-        try:
-            n = len(dataset.ids)
+        with atomic_dir(folder) as tmp:
+            n = len(ids)
             images = np.memmap(tmp / "images.u8", np.uint8, "w+", shape=(n, height, width, 3))
             masks = np.memmap(tmp / "masks.u8", np.uint8, "w+", shape=(n, height, width))
-            for i, image_id in enumerate(dataset.ids):
-                image, mask = dataset.read_pair(image_id)
+            for i, image_id in enumerate(ids):
+                image, mask = source.read_pair(image_id)
                 images[i] = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
                 masks[i] = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
             images.flush()
             masks.flush()
             del images, masks
-            meta = {"format": FORMAT, "size": [height, width], "ids": list(dataset.ids)}
+            meta = {"format": FORMAT, "size": [height, width], "ids": list(ids)}
             (tmp / "index.json").write_text(json.dumps(meta))
-            try:
-                os.replace(tmp, folder)
-            except OSError:  # another process (a DDP rank) finished the same cache first
-                if not (folder / "index.json").is_file():
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         log.info(
             "Built the resized-image cache %s (%d images) in %.1f s",
             folder,
-            len(dataset.ids),
+            len(ids),
             time.perf_counter() - started,
         )
         return cls(folder)

@@ -1,21 +1,53 @@
-"""What the entry points share: turning user errors into one clear message and exit code 2."""
+"""What the entry points share, set up once on import: the project root for the configs, one clear
+message and exit status 2 for a user's mistake, and quiet third-party noise.
+
+``src/train.py``, ``eval.py``, ``predict.py``, ``export.py`` and ``sweep_report.py`` import this
+module before they compose a config.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import sys
+import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 from hydra.errors import InstantiationException
+from omegaconf import OmegaConf
 
 from carseg.errors import CarsegError, ConfigError
 
+# Lightning 2.6 trips torch 2.13's deprecation of pytree's LeafSpec on every run: nothing to act on.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
+def project_root() -> Path:
+    """Where ``outputs/`` goes: ``$CARSEG_ROOT`` if set, else the checkout holding this package
+    (the folder with ``conf/``), else the current folder."""
+    if os.environ.get("CARSEG_ROOT"):
+        return Path(os.environ["CARSEG_ROOT"])
+    checkout = Path(__file__).resolve().parents[2]
+    return checkout if (checkout / "conf").is_dir() else Path.cwd()
+
+
+# conf/paths/default.yaml: root_dir: ${carseg_root:}
+if not OmegaConf.has_resolver("carseg_root"):
+    OmegaConf.register_new_resolver("carseg_root", lambda: str(project_root()))
+
 
 @contextlib.contextmanager
-def user_errors_exit() -> Iterator[None]:
+def user_errors_exit(run_dir: str | Path | None = None) -> Iterator[None]:
     """Print a ``CarsegError`` (also when Hydra's instantiate wrapped it) and exit with status 2.
 
     Other exceptions are bugs and keep their traceback.
+
+    Args:
+        run_dir: this run's folder. If this run made it and a mistake stopped the run before it
+            wrote anything but Hydra's records, it is removed, so a refused command leaves no
+            empty run behind.
     """
     try:
         yield
@@ -24,7 +56,19 @@ def user_errors_exit() -> Iterator[None]:
         if not isinstance(cause, CarsegError):
             raise
         print(f"error: {cause}", file=sys.stderr)
+        if run_dir is not None:
+            _discard_if_empty(Path(run_dir))
         raise SystemExit(2) from None
+
+
+def _discard_if_empty(run_dir: Path) -> None:
+    from carseg.rundir import made_by_this_run
+
+    if not made_by_this_run(run_dir) or not run_dir.is_dir():
+        return
+    kept = [p for p in run_dir.iterdir() if p.name != ".hydra" and p.suffix != ".log"]
+    if not kept:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def require(cfg, key: str, what: str) -> None:

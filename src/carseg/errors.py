@@ -25,3 +25,12 @@ class DataNotFoundError(CarsegError, FileNotFoundError):
 
 class TrainingDivergedError(CarsegError, ArithmeticError):
     """The training loss became NaN or infinite."""
+
+
+class UnreadableFileError(DataError):
+    """An image or mask file that cannot be read: ``path`` and ``reason`` say which and why."""
+
+    def __init__(self, path, reason: str) -> None:
+        super().__init__(f"Cannot read {path}: {reason}")
+        self.path = path
+        self.reason = reason

@@ -3,13 +3,14 @@ worst images.
 
 Dice is computed per image at the image's original size (``carseg.inference`` upsamples the
 probabilities before thresholding) and averaged once over all images, with the empty-mask rule of
-``carseg.metrics``.
+``carseg.metrics``. The images scored are the cars the model did not train on: the validation
+cars its checkpoint recorded (``images_to_score``).
 """
 
 from __future__ import annotations
 
 import csv
-import json
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,9 +23,69 @@ import torch
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from carseg.data import CarvanaDataset
+from carseg import drawing
+from carseg.atomic import write_json
+from carseg.checks import check_choice
+from carseg.dataset import CarvanaDataset
+from carseg.errors import ConfigError
 from carseg.inference import Predictor, batched
 from carseg.metrics import dice_per_image
+from carseg.split import SplitRecord, car_id, cars_of
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("val", "train", "all")
+
+
+def images_to_score(
+    image_ids: Sequence[str], split: str, record: SplitRecord | None, val_cars: Sequence[str]
+) -> list[str]:
+    """The image ids of ``split``: the checkpoint's validation cars (``val``), its training cars
+    (``train``) or every image (``all``).
+
+    Args:
+        image_ids: every image of the data folder.
+        split: ``"val"``, ``"train"`` or ``"all"``.
+        record: the split the checkpoint recorded; None for checkpoints made before the record.
+        val_cars: the validation cars of this config's own split, used only without a record.
+
+    Raises:
+        ConfigError: an unknown split, or a data folder that lacks the checkpoint's cars of it.
+    """
+    check_choice("split", split, SPLITS)
+    if record is None:
+        log.warning(
+            "The checkpoint does not record its split by car (it predates the record): the "
+            "validation cars are those of this config's split (data.val_fraction, "
+            "data.split_seed). Make sure they are the training run's."
+        )
+        wanted_val = set(val_cars)
+        trained = set(cars_of(image_ids)) - wanted_val
+    else:
+        wanted_val, trained = set(record.val_cars), set(record.train_cars)
+    here = set(cars_of(image_ids))
+    if split == "all":
+        seen = sorted(here & trained)
+        if seen:
+            log.warning(
+                "split=all scores %d car(s) the model trained on (%s): their Dice is not a "
+                "validation score",
+                len(seen),
+                ", ".join(seen[:8]) + (" ..." if len(seen) > 8 else ""),
+            )
+        return list(image_ids)
+    wanted = wanted_val if split == "val" else trained
+    missing = sorted(wanted - here)
+    if missing:
+        where = f" (it was trained on {record.root})" if record is not None else ""
+        raise ConfigError(
+            f"The data folder lacks {len(missing)} of the checkpoint's {len(wanted)} {split} "
+            f"car(s): {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}. Point "
+            f"data.root at the data the model was trained with{where}"
+        )
+    if split == "train":
+        log.warning("split=train scores the cars the model trained on: not a validation score")
+    return [i for i in image_ids if car_id(i) in wanted]
 
 
 @dataclass(frozen=True)
@@ -99,7 +160,7 @@ def write_report(
         **(extra or {}),
         "per_image": {k: (None if math.isnan(v) else v) for k, v in sorted(scores.items())},
     }
-    files["metrics"].write_text(json.dumps(record, indent=2) + "\n")
+    write_json(files["metrics"], record)
     with files["csv"].open("w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(["image", "dice"])
@@ -135,16 +196,6 @@ def _histogram(path: Path, scores: dict[str, float], summary: dict[str, float]) 
     fig.savefig(path)
 
 
-def error_overlay(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """RGB uint8 map: true positives grey, false positives red, false negatives blue."""
-    out = np.zeros((*truth.shape, 3), dtype=np.uint8)
-    truth, pred = truth.astype(bool), pred.astype(bool)
-    out[truth & pred] = (170, 170, 170)
-    out[~truth & pred] = (230, 40, 40)
-    out[truth & ~pred] = (40, 90, 230)
-    return out
-
-
 def _gallery(
     path: Path,
     ids: Sequence[str],
@@ -156,12 +207,12 @@ def _gallery(
     rows = max(1, len(ids))
     fig = Figure(figsize=(12, 2.2 * rows), dpi=100)
     axes = fig.subplots(rows, 4, squeeze=False)
-    titles = ("image", "true mask", "predicted mask", "errors: red FP, blue FN")
+    titles = ("image", "true mask", "predicted mask", drawing.ERROR_LEGEND)
     for row, image_id in enumerate(ids):
         image = dataset.load_image(image_id)
         truth = dataset.load_mask(image_id, image.shape[:2])
         pred = predictor.probabilities([image])[0] > threshold
-        panels = (image, truth, pred, error_overlay(truth, pred))
+        panels = (image, truth, pred, drawing.error_map(truth, pred))
         for col, panel in enumerate(panels):
             ax = axes[row, col]
             ax.imshow(panel, cmap="gray" if panel.ndim == 2 else None, vmin=0, vmax=1)

@@ -7,16 +7,15 @@ threshold in its metadata, so ``predict.py onnx_path=...`` needs nothing else.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
+from carseg.atomic import atomic_file
+from carseg.checkpoint import ModelInfo
 from carseg.errors import ConfigError
-from carseg.inference import Forward, ModelInfo, onnx_forward, torch_forward
+from carseg.inference import Forward, onnx_forward, torch_forward
 
 FORMATS = ("onnx", "torchscript")
 METADATA_KEY = "carseg"
@@ -54,7 +53,7 @@ def export_onnx(model: torch.nn.Module, info: ModelInfo, path: Path, opset: int 
     meta = {"size": size, "threshold": info.threshold, "hparams": info.hparams}
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(meta)
-    with _atomic(path) as tmp:
+    with atomic_file(path) as tmp:
         onnx.save(proto, str(tmp))
     return path
 
@@ -74,20 +73,9 @@ def export_torchscript(model: torch.nn.Module, path: Path) -> Path:
     """Write ``model`` as a scripted TorchScript module (``torch.jit.load`` reads it)."""
     net = model.net if hasattr(model, "net") else model
     scripted = torch.jit.script(net.eval().cpu())
-    with _atomic(path) as tmp:
+    with atomic_file(path) as tmp:
         scripted.save(str(tmp))
     return path
-
-
-@contextlib.contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    """A temporary sibling of ``path`` renamed onto it only when the block succeeds."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def torchscript_forward(path: str | Path) -> Forward:

@@ -1,4 +1,4 @@
-"""Predict masks at the original image size from a checkpoint or an exported ONNX model.
+"""Predict masks at the original image size from a trained model or an exported ONNX model.
 
 The model sees each image resized to its training size; its probabilities are upsampled
 (bilinear) back to the image's own size *before* thresholding, as Kaggle scored masks at 1918x1280.
@@ -7,89 +7,28 @@ Test-time augmentation averages the probabilities of the image and of its mirror
 
 from __future__ import annotations
 
-import os
-import pickle
+import csv
+import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from PIL import Image  # noqa: E402
+from carseg import drawing
+from carseg.checks import check_int, check_size
+from carseg.errors import ConfigError, DataError, UnreadableFileError
+from carseg.image_io import read_image, save_mask
+from carseg.rle import rle_encode, write_rle_csv
+from carseg.transforms import build_transforms
 
-from carseg.data import IMAGE_EXTENSIONS, build_transforms  # noqa: E402
-from carseg.errors import ConfigError, DataError, DataNotFoundError  # noqa: E402
-from carseg.module import SegmentationModule  # noqa: E402
+log = logging.getLogger(__name__)
 
 # A forward pass: normalised images (B, 3, H, W) -> logits (B, 1, H, W), both float32 on the CPU.
 Forward = Callable[[torch.Tensor], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What inference needs to know of a trained model, read from its checkpoint."""
-
-    size: tuple[int, int] | None  # (height, width) it was trained at; None if not recorded
-    threshold: float
-    hparams: dict
-
-
-def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[SegmentationModule, ModelInfo]:
-    """The trained model in eval mode, and its training size and threshold.
-
-    Loading uses ``weights_only=True``: a checkpoint carrying pickled code is refused.
-
-    Raises:
-        DataNotFoundError: no file at ``path``.
-        DataError: the file is not a carseg checkpoint.
-    """
-    path = Path(path).expanduser()
-    raw = read_checkpoint(path)
-    if "state_dict" not in raw or "hyper_parameters" not in raw:
-        raise DataError(
-            f"{path} is not a carseg training checkpoint (no state_dict/hyper_parameters)"
-        )
-    try:
-        model = SegmentationModule(**raw["hyper_parameters"])
-        model.load_state_dict(raw["state_dict"])
-    except (TypeError, RuntimeError) as err:
-        raise DataError(
-            f"{path} does not fit this version's SegmentationModule (another model config?): {err}"
-        ) from None
-    model.eval().to(device)
-    size = raw.get("datamodule_hyper_parameters", {}).get("size")
-    size = (int(size[0]), int(size[1])) if size else None
-    return model, ModelInfo(
-        size=size, threshold=model.hparams.threshold, hparams=dict(model.hparams)
-    )
-
-
-def read_checkpoint(path: Path) -> dict:
-    """A checkpoint's content, loaded with ``weights_only=True`` (tensors and plain values only).
-
-    Raises:
-        DataNotFoundError: no file at ``path``.
-        DataError: not a PyTorch checkpoint, or one carrying pickled objects (refused unread).
-    """
-    if not path.is_file():
-        raise DataNotFoundError(f"Checkpoint not found: {path}")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except pickle.UnpicklingError:
-        raise DataError(
-            f"{path} was refused: it holds Python objects other than tensors and plain values, "
-            "and unpickling them could run code. carseg's checkpoints never do; load only "
-            "checkpoints you trust."
-        ) from None
-    except Exception as err:  # not a zip, truncated, another format ...
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DataError(f"{path} is not a PyTorch checkpoint ({first_line})") from None
-    if not isinstance(raw, dict):
-        raise DataError(f"{path} is not a training checkpoint (it holds a {type(raw).__name__})")
-    return raw
 
 
 def torch_forward(model: torch.nn.Module, device: str = "cpu") -> Forward:
@@ -125,15 +64,14 @@ def input_size(recorded: Sequence[int] | None, override: Sequence[int] | None) -
 
     A model fed another size than it was trained at loses most of its Dice, so there is no guess.
     """
-    size = override if override else recorded
-    if not size:
+    if override:
+        return check_size("size", list(override))
+    if not recorded:
         raise ConfigError(
             "The checkpoint does not record the image size it was trained at: "
             "give it as size=[height,width]"
         )
-    if len(size) != 2 or min(size) < 1:
-        raise ConfigError(f"size must be [height, width], got {list(size)}")
-    return int(size[0]), int(size[1])
+    return check_size("size", list(recorded))
 
 
 class Predictor:
@@ -166,39 +104,9 @@ class Predictor:
         ]
 
 
-def list_images(path: str | Path) -> list[Path]:
-    """The image files at ``path`` (a file, or the images directly in a folder), sorted by name.
-
-    Raises:
-        DataNotFoundError: nothing there, or no image in the folder.
-    """
-    path = Path(path).expanduser()
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise DataNotFoundError(
-            f"Input not found: {path} (give an image file or a folder of images)"
-        )
-    images = sorted(
-        p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-    )
-    if not images:
-        raise DataNotFoundError(
-            f"No images ({', '.join(IMAGE_EXTENSIONS)}) in {path}: nothing to predict"
-        )
-    return images
-
-
-def load_rgb(path: Path) -> np.ndarray:
-    """An image file as uint8 RGB ``(H, W, 3)``."""
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"))
-
-
 def batched(items: Sequence, size: int) -> Iterator[Sequence]:
     """Consecutive slices of ``items`` of at most ``size``."""
-    if size < 1:
-        raise ConfigError(f"batch_size must be at least 1, got {size}")
+    check_int("batch_size", size, 1)
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
@@ -224,20 +132,42 @@ def check_output_dir(output_dir: Path, inputs: Path, overwrite: bool) -> None:
         )
 
 
-def save_mask(mask: np.ndarray, path: Path) -> None:
-    """A {0, 1} mask as a palette PNG (black and white, values {0, 1} like Kaggle's GIFs)."""
-    image = Image.fromarray(mask.astype(np.uint8), mode="P")
-    image.putpalette([0, 0, 0, 255, 255, 255])
-    image.save(path)
+def mask_name(path: Path) -> str:
+    """``photo.jpg`` -> ``photo_mask.png``: Kaggle's naming, as a PNG."""
+    return f"{path.stem}_mask.png"
 
 
-def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """The image with the predicted car tinted green and its background dimmed."""
-    out = image.astype(np.float32) * np.where(mask[..., None] > 0, 1.0, 0.55)
-    tint = np.array([40, 220, 90], dtype=np.float32)
-    car = mask > 0
-    out[car] = (1 - alpha) * out[car] + alpha * tint
-    return out.clip(0, 255).astype(np.uint8)
+def check_unique_names(paths: Sequence[Path]) -> None:
+    """Refuse inputs whose masks would share a file (``car.jpg`` and ``car.png``).
+
+    Raises:
+        DataError: the clashing inputs, listed.
+    """
+    by_mask: dict[str, list[Path]] = {}
+    for path in paths:
+        by_mask.setdefault(mask_name(path), []).append(path)
+    clashes = {name: group for name, group in by_mask.items() if len(group) > 1}
+    if clashes:
+        lines = [
+            f"  {', '.join(p.name for p in group)} -> masks/{name}"
+            for name, group in sorted(clashes.items())[:10]
+        ]
+        raise DataError(
+            f"{len(clashes)} group(s) of inputs share a file name up to the extension, so their "
+            "masks would overwrite each other:\n"
+            + "\n".join(lines)
+            + "\nRename them, or predict them from separate folders"
+        )
+
+
+@dataclass
+class PredictionRun:
+    """What ``predict_files`` wrote and what it could not read."""
+
+    submission: Path
+    written: int
+    failed: dict[str, str] = field(default_factory=dict)  # input file name -> why it failed
+    failed_list: Path | None = None  # failed.csv, when some inputs failed
 
 
 def predict_files(
@@ -248,37 +178,51 @@ def predict_files(
     batch_size: int = 4,
     overlays: bool = False,
     progress: bool = True,
-) -> Path:
+) -> PredictionRun:
     """Write ``masks/<stem>_mask.png`` at each image's original size, ``overlays/`` if asked, and
-    ``submission.csv`` (Kaggle's ``img,rle_mask``, one row per image in the order of ``paths``).
+    ``submission.csv`` (Kaggle's ``img,rle_mask``, one row per image written, in input order).
 
-    Returns the path of ``submission.csv``.
+    An input that cannot be read is listed in ``failed.csv`` (file, reason) and skipped; the others
+    are written.
     """
     from tqdm.auto import tqdm
 
-    from carseg.rle import rle_encode, write_rle_csv
-
-    names = [p.name for p in paths]
-    if len(set(names)) != len(names):
-        raise DataError(
-            "Two input images share a file name: their masks would overwrite each other"
-        )
+    check_unique_names(paths)
     (output_dir / "masks").mkdir(parents=True, exist_ok=True)
     if overlays:
         (output_dir / "overlays").mkdir(exist_ok=True)
     rows: list[tuple[str, str]] = []
+    failed: dict[str, str] = {}
     for batch in tqdm(
         list(batched(paths, batch_size)), desc="predicting", unit="batch", disable=not progress
     ):
-        images = [load_rgb(p) for p in batch]
-        for path, image, prob in zip(batch, images, predictor.probabilities(images), strict=True):
+        readable, images = [], []
+        for path in batch:
+            try:
+                images.append(read_image(path)[0])
+                readable.append(path)
+            except UnreadableFileError as err:
+                failed[path.name] = err.reason
+                log.warning("Skipped %s: %s", path, err.reason)
+        if not images:
+            continue
+        for path, image, prob in zip(
+            readable, images, predictor.probabilities(images), strict=True
+        ):
             mask = (prob > threshold).astype(np.uint8)
-            save_mask(mask, output_dir / "masks" / f"{path.stem}_mask.png")
+            save_mask(mask, output_dir / "masks" / mask_name(path))
             if overlays:
-                Image.fromarray(overlay(image, mask)).save(
+                Image.fromarray(drawing.overlay(image, mask)).save(
                     output_dir / "overlays" / f"{path.stem}_overlay.jpg", quality=90
                 )
             rows.append((path.name, rle_encode(mask)))
     submission = output_dir / "submission.csv"
     write_rle_csv(submission, rows)
-    return submission
+    run = PredictionRun(submission, len(rows), failed)
+    if failed:
+        run.failed_list = output_dir / "failed.csv"
+        with run.failed_list.open("w", newline="") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(["img", "reason"])
+            writer.writerows(failed.items())
+    return run

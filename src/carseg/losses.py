@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from carseg.errors import ConfigError
+from carseg.checks import check_choice, check_non_negative
 
 LOSSES = ("bce", "bce_dice", "bce_logdice")
 
@@ -34,12 +34,10 @@ def soft_dice(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -
 class SegmentationLoss(nn.Module):
     """One of ``LOSSES`` on logits ``(B, 1, H, W)`` and float targets in {0, 1}."""
 
-    def __init__(self, name: str = "bce", dice_weight: float = 1.0) -> None:
+    def __init__(self, name: str, dice_weight: float) -> None:
         super().__init__()
-        if name not in LOSSES:
-            raise ConfigError(f"Unknown loss {name!r}: choose one of {', '.join(LOSSES)}")
-        if dice_weight < 0:
-            raise ConfigError(f"dice_weight must be >= 0, got {dice_weight}")
+        check_choice("model.loss", name, LOSSES)
+        check_non_negative("model.dice_weight", dice_weight)
         self.name = name
         self.dice_weight = dice_weight
 

@@ -2,7 +2,8 @@
 
 Every argument is a plain number or string and is saved with ``save_hyperparameters()``, so a
 checkpoint alone rebuilds the model (``SegmentationModule.load_from_checkpoint(path)``) and loads
-with ``torch.load(weights_only=True)``.
+with ``torch.load(weights_only=True)``. The arguments are ``conf/model/unet.yaml``'s keys, where
+their defaults live.
 """
 
 from __future__ import annotations
@@ -10,7 +11,14 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 
-from carseg.errors import ConfigError, TrainingDivergedError
+from carseg.checks import (
+    check_choice,
+    check_int,
+    check_non_negative,
+    check_positive,
+    check_threshold,
+)
+from carseg.errors import TrainingDivergedError
 from carseg.losses import SegmentationLoss
 from carseg.metrics import carvana_dice
 from carseg.model import UNet
@@ -42,25 +50,29 @@ class SegmentationModule(pl.LightningModule):
 
     def __init__(
         self,
-        in_channels: int = 3,
-        base_width: int = 64,
-        depth: int = 4,
-        bilinear: bool = True,
-        batch_norm: bool = True,
-        loss: str = "bce",
-        dice_weight: float = 1.0,
-        lr: float = 1e-4,
-        weight_decay: float = 1e-5,
-        scheduler: str = "none",
-        threshold: float = 0.5,
-        channels_last: bool = False,
-        compile: bool = False,
+        *,
+        in_channels: int,
+        base_width: int,
+        depth: int,
+        bilinear: bool,
+        batch_norm: bool,
+        loss: str,
+        dice_weight: float,
+        lr: float,
+        weight_decay: float,
+        scheduler: str,
+        threshold: float,
+        channels_last: bool,
+        compile: bool,
     ) -> None:
         super().__init__()
-        if scheduler not in SCHEDULERS:
-            raise ConfigError(f"Unknown scheduler {scheduler!r}: choose one of {SCHEDULERS}")
-        if not 0.0 < threshold < 1.0:
-            raise ConfigError(f"threshold must be between 0 and 1, got {threshold}")
+        check_int("model.in_channels", in_channels, 1)
+        check_int("model.base_width", base_width, 1)
+        check_int("model.depth", depth, 1)
+        check_positive("model.lr", lr)
+        check_non_negative("model.weight_decay", weight_decay)
+        check_choice("model.scheduler", scheduler, SCHEDULERS)
+        check_threshold("model.threshold", threshold)
         self.save_hyperparameters()
         self.net = UNet(in_channels, 1, base_width, depth, bilinear, batch_norm)
         self.criterion = SegmentationLoss(loss, dice_weight)

@@ -7,7 +7,6 @@ command line.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +16,12 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
-from pytorch_lightning.plugins.io import TorchCheckpointIO
+from pytorch_lightning.callbacks import LearningRateMonitor
 
+from carseg.best import BestTracker, best_of
+from carseg.checkpoint import AtomicCheckpointIO, resolve_resume
+from carseg.checks import require_gpus
 from carseg.errors import ConfigError, TrainingDivergedError
-from carseg.inference import read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -93,28 +93,15 @@ def resolve_trainer_config(trainer: Mapping[str, Any], multirun: bool = False) -
 
 
 def _check_gpus(devices: Any) -> None:
-    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if isinstance(devices, list | tuple):
         wanted = len(devices)
     elif devices in ("auto", -1, "-1", None):
         wanted = 1
     else:
         wanted = int(devices)
-    if available == 0:
-        why = (
-            "this PyTorch is a CPU-only build"
-            if torch.version.cuda is None
-            else "CUDA finds no GPU (check the driver and CUDA_VISIBLE_DEVICES)"
-        )
-        raise ConfigError(
-            f"{wanted} GPU(s) asked for (trainer.gpus / trainer.accelerator=gpu), but this machine "
-            f"has none: {why}. Train on the CPU with trainer=cpu (or trainer.gpus=0)."
-        )
-    if wanted > available:
-        raise ConfigError(
-            f"{wanted} GPUs asked for, but only {available} are available: "
-            f"use trainer.gpus={available} or fewer"
-        )
+    require_gpus(
+        wanted, "trainer.gpus / trainer.accelerator=gpu", "trainer=cpu (or trainer.gpus=0)"
+    )
 
 
 def _instantiate_all(group: DictConfig | None) -> list[Any]:
@@ -150,14 +137,17 @@ def train(cfg: DictConfig, multirun: bool = False) -> TrainResult:
             log.info("No logger configured: the learning-rate monitor is left out")
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
 
-    ckpt_path = resolve_ckpt_path(
+    ckpt_path = resolve_resume(
         cfg.get("ckpt_path"),
         output_dir=Path(cfg.paths.output_dir),
         runs_dir=Path(cfg.paths.log_dir) / cfg.task_name / "runs",
+        model_hparams=model.hparams,
+        max_epochs=trainer_cfg.get("max_epochs"),
     )
+    tracker = BestTracker("val/dice", "max")
     trainer: pl.Trainer = instantiate(
         trainer_cfg,
-        callbacks=callbacks,
+        callbacks=[*callbacks, tracker],
         logger=loggers or False,
         plugins=[AtomicCheckpointIO()],
         _convert_="all",
@@ -165,91 +155,21 @@ def train(cfg: DictConfig, multirun: bool = False) -> TrainResult:
     try:
         trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
     except TrainingDivergedError as err:
-        last = getattr(trainer.checkpoint_callback, "last_model_path", "") or "none written yet"
+        last = best_of(trainer, tracker).last_checkpoint or "none written yet"
         raise TrainingDivergedError(f"{err}.\nThe last good checkpoint is kept: {last}") from None
-    return _result(trainer)
+    return _result(trainer, tracker)
 
 
-def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path, runs_dir: Path) -> str | None:
-    """The checkpoint to resume from, checked to load safely; None to start afresh.
-
-    ``"last"`` means this run folder's ``checkpoints/last.ckpt`` (when the run was restarted in
-    its own folder with ``hydra.run.dir=...``), else the newest ``last.ckpt`` under ``runs_dir``.
-    Lightning's own ``"last"`` would look only in the new, empty run folder and silently start
-    from scratch.
-
-    Raises:
-        ConfigError: ``"last"`` and no run to resume.
-        DataNotFoundError, DataError: a path that is missing, not a checkpoint, or unsafe.
-    """
-    if not ckpt_path:
-        return None
-    if ckpt_path == "last":
-        here = output_dir / "checkpoints" / "last.ckpt"
-        candidates = (
-            [here]
-            if here.is_file()
-            else sorted(runs_dir.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-        )
-        if not candidates:
-            raise ConfigError(
-                f"ckpt_path=last: no run with checkpoints/last.ckpt under {runs_dir}, so there is "
-                "nothing to resume; leave ckpt_path out to train from scratch"
-            )
-        path = candidates[-1]
-    else:
-        path = Path(ckpt_path).expanduser()
-    read_checkpoint(path)  # refuses a missing, foreign or booby-trapped file before Lightning
-    log.info("Resuming training from %s", path)
-    return str(path)
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes each checkpoint to a temporary file in the same folder, then renames it into place.
-
-    A run killed while writing leaves the previous ``last.ckpt`` whole (a rename within a folder is
-    atomic; Lightning's own writer stages in the system's temporary folder, which may be another
-    file system, where the final move is a copy).
-    """
-
-    def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
-    ) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            with tmp.open("wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-
-
-def _result(trainer: pl.Trainer) -> TrainResult:
-    checkpoint = trainer.checkpoint_callback
-    best_score = best_path = last_path = best_epoch = None
-    if isinstance(checkpoint, ModelCheckpoint):
-        if checkpoint.best_model_score is not None:
-            best_score = float(checkpoint.best_model_score)
-        best_path = checkpoint.best_model_path or None
-        last_path = checkpoint.last_model_path or None
-        if best_path:
-            best_epoch = torch.load(best_path, map_location="cpu", weights_only=True, mmap=True)[
-                "epoch"
-            ]
-    if best_score is None and "val/dice" in trainer.callback_metrics:
-        best_score = float(trainer.callback_metrics["val/dice"])
+def _result(trainer: pl.Trainer, tracker: BestTracker) -> TrainResult:
+    best = best_of(trainer, tracker)
     log_dir = next(
         (lg.log_dir for lg in trainer.loggers if type(lg).__name__ == "TensorBoardLogger"), None
     )
     return TrainResult(
-        best_score=best_score,
-        best_epoch=best_epoch,
-        best_checkpoint=best_path,
-        last_checkpoint=last_path,
+        best_score=best.score,
+        best_epoch=best.epoch,
+        best_checkpoint=best.checkpoint,
+        last_checkpoint=best.last_checkpoint,
         epochs_run=trainer.current_epoch,
         log_dir=str(Path(log_dir)) if log_dir else None,
         global_rank=trainer.global_rank,

@@ -9,24 +9,12 @@ file with intact ends) still fails when decoded, with the file named (``CarvanaD
 
 from __future__ import annotations
 
-import logging
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
-
+from carseg.errors import UnreadableFileError
+from carseg.image_io import read_header
 from carseg.rle import rle_validate
-
-log = logging.getLogger(__name__)
-
-# The last bytes a complete file of each format ends with.
-_TRAILERS = {
-    "JPEG": (b"\xff\xd9",),
-    "GIF": (b"\x3b",),
-    "PNG": (b"IEND\xae\x42\x60\x82",),
-}
-_TAIL_BYTES = 64  # some writers pad after the closing marker; look a little further back
 
 
 @dataclass(frozen=True)
@@ -36,36 +24,6 @@ class Problem:
     image_id: str
     path: Path
     what: str  # a short sentence: "truncated JPEG (no end marker)"
-
-
-def image_size(path: Path) -> tuple[tuple[int, int], str]:
-    """``((height, width), format)`` of an image file, from its header.
-
-    Raises:
-        ValueError: not an image Pillow can read, truncated, or larger than Pillow's
-            decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``).
-    """
-    with warnings.catch_warnings():
-        # Past MAX_IMAGE_PIXELS Pillow only warns; past twice that it raises. Refuse both.
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            with Image.open(path) as img:
-                size, fmt = (img.height, img.width), img.format or "?"
-        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
-            raise ValueError(
-                f"larger than Pillow's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS} "
-                f"pixels ({err}); raise PIL.Image.MAX_IMAGE_PIXELS only for files you trust"
-            ) from None
-        except (OSError, SyntaxError, ValueError) as err:  # UnidentifiedImageError is an OSError
-            raise ValueError(f"not a readable image ({type(err).__name__}: {err})") from None
-    trailers = _TRAILERS.get(fmt)
-    if trailers:
-        with path.open("rb") as f:
-            f.seek(max(0, path.stat().st_size - _TAIL_BYTES))
-            tail = f.read()
-        if not any(t in tail for t in trailers):
-            raise ValueError(f"truncated {fmt} (the file ends before its end marker)")
-    return size, fmt
 
 
 def check_dataset(
@@ -79,16 +37,16 @@ def check_dataset(
     problems: list[Problem] = []
     for image_id, path in image_paths.items():
         try:
-            size, _ = image_size(path)
-        except ValueError as err:
-            problems.append(Problem(image_id, path, f"image {err}"))
+            size, _ = read_header(path)
+        except UnreadableFileError as err:
+            problems.append(Problem(image_id, path, f"image {err.reason}"))
             continue
         if image_id in mask_paths:
             mask_path = mask_paths[image_id]
             try:
-                mask_size, _ = image_size(mask_path)
-            except ValueError as err:
-                problems.append(Problem(image_id, mask_path, f"mask {err}"))
+                mask_size, _ = read_header(mask_path)
+            except UnreadableFileError as err:
+                problems.append(Problem(image_id, mask_path, f"mask {err.reason}"))
                 continue
             if mask_size != size:
                 problems.append(

@@ -1,0 +1,238 @@
+"""The LightningDataModule: a Carvana folder split by car into training and validation loaders.
+
+Its arguments are ``conf/data/carvana.yaml``'s keys, where their defaults live; the split it made
+is saved in every checkpoint (``state_dict``), so evaluation scores the cars the model never saw.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from carseg.cache import ResizedCache
+from carseg.checks import check_choice, check_int, check_size
+from carseg.dataset import CarvanaDataset
+from carseg.errors import ConfigError, DataError
+from carseg.split import SplitRecord, check_val_fraction, split_by_car
+from carseg.transforms import build_transforms
+from carseg.validation import describe
+
+log = logging.getLogger(__name__)
+
+ON_BAD_FILE = ("error", "skip")
+
+
+def resolve_workers(num_workers: int | str, processes: int = 1) -> int:
+    """Loader workers per process: ``"auto"`` is the CPU cores this process may use, shared by
+    ``processes`` (DDP ranks on the machine), less one for the process itself.
+
+    Raises:
+        ConfigError: neither ``"auto"`` nor an integer >= 0.
+    """
+    if num_workers == "auto":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        return max(0, (cores or 1) // max(1, processes) - 1)
+    return check_int("data.num_workers", num_workers, 0, hint="or auto")
+
+
+class CarvanaDataModule(pl.LightningDataModule):
+    """Train/validation loaders over a Carvana folder, split by car.
+
+    Args:
+        root: the data folder (Kaggle's layout).
+        size: (height, width) the images are resized to; 320x480 is 1/4 of Carvana's 1280x1918.
+        image_dir: ``"train"`` or ``"train_hq"``.
+        val_fraction: share of the cars held out for validation, in (0, 1).
+        split_seed: seed of the split by car.
+        batch_size: training batch size; validation uses the same.
+        num_workers: loader worker processes (0 loads in the main process), or ``"auto"``.
+        pin_memory: page-locked batches, for a faster host-to-GPU copy; None: when CUDA is there.
+        persistent_workers: keep workers between epochs (only with ``num_workers > 0``).
+        augment: random flip, small affine and colour changes on the training split.
+        jpeg_draft: decode JPEGs at the reduced scale (1/2, 1/4, 1/8) nearest above ``size``.
+        cache: keep every image and mask resized to ``size`` in a memory-mapped file under
+            ``cache_dir`` (built once; rebuilt when a source file changes).
+        cache_dir: the folder caches are kept in (needed with ``cache``).
+        validate: check every image and mask (headers, sizes, RLE rows) before training starts.
+        on_bad_file: ``"error"`` stops before training with every problem listed; ``"skip"``
+            trains without the images that have one (listed in a warning).
+        synthetic: if given, parameters of ``carseg.synthetic.ensure_dataset`` (``n_cars``,
+            ``height``, ``width``, ``seed``): the set is generated into ``root`` on first use
+            (in ``prepare_data``, rank 0 only) and reused after.
+    """
+
+    def __init__(
+        self,
+        *,
+        root: str | Path,
+        size: list[int],
+        image_dir: str,
+        val_fraction: float,
+        split_seed: int,
+        batch_size: int,
+        num_workers: int | str,
+        pin_memory: bool | None,
+        persistent_workers: bool,
+        augment: bool,
+        jpeg_draft: bool,
+        cache: bool,
+        cache_dir: str | Path | None,
+        validate: bool,
+        on_bad_file: str,
+        synthetic: dict | None,
+    ) -> None:
+        super().__init__()
+        self.size = check_size("data.size", size)
+        check_val_fraction(val_fraction)
+        check_int("data.batch_size", batch_size, 1)
+        resolve_workers(num_workers)  # checked now, resolved per process in setup
+        check_choice("data.on_bad_file", on_bad_file, ON_BAD_FILE)
+        if cache and cache_dir is None:
+            raise ConfigError("data.cache=true needs data.cache_dir, the folder to keep it in")
+        # Saved into checkpoints as plain values (weights_only loading): evaluation and
+        # prediction read the training size from there.
+        self.save_hyperparameters()
+        self.hparams.update(
+            root=str(root),
+            size=list(self.size),
+            cache_dir=None if cache_dir is None else str(cache_dir),
+        )
+        self.root = Path(root).expanduser()
+        self.image_dir = image_dir
+        self.val_fraction = val_fraction
+        self.split_seed = split_seed
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.persistent_workers = persistent_workers
+        self.augment = augment
+        self.validate = validate
+        self.on_bad_file = on_bad_file
+        self.jpeg_draft = jpeg_draft
+        self.cache = cache
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
+        self.synthetic = dict(synthetic) if synthetic else None
+        self.train_set: CarvanaDataset | None = None
+        self.val_set: CarvanaDataset | None = None
+        self.split: SplitRecord | None = None
+
+    def prepare_data(self) -> None:
+        if self.synthetic is not None:
+            from carseg.synthetic import ensure_dataset
+
+            try:
+                ensure_dataset(self.root, **self.synthetic)
+            except FileExistsError as err:
+                raise DataError(f"{err} (data.root)") from None
+            except (TypeError, ValueError) as err:
+                raise ConfigError(f"data.synthetic: {err}") from None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        skip = self.on_bad_file == "skip"
+        everything = CarvanaDataset(self.root, image_dir=self.image_dir, skip_missing_masks=skip)
+        ids = self._usable(everything, skip) if self.validate else everything.ids
+        train_ids, val_ids = split_by_car(ids, self.val_fraction, self.split_seed)
+        self.split = SplitRecord.of(
+            str(self.root.resolve()), self.val_fraction, self.split_seed, train_ids, val_ids
+        )
+        decode_size = self.size if self.jpeg_draft else None
+        cache = None
+        if self.cache:
+            usable = CarvanaDataset(
+                self.root, ids, image_dir=self.image_dir, decode_size=decode_size
+            )
+            cache = ResizedCache.build(usable, self.size, self.cache_dir)
+        common = {
+            "image_dir": self.image_dir,
+            "skip_missing_masks": skip,
+            "decode_size": decode_size,
+            "cache": cache,
+        }
+        self.train_set = CarvanaDataset(
+            self.root, train_ids, build_transforms(self.size, train=self.augment), **common
+        )
+        self.val_set = CarvanaDataset(
+            self.root, val_ids, build_transforms(self.size, train=False), **common
+        )
+        log.info(
+            "Carvana data %s: %d train / %d val images (%d / %d cars), resized to %dx%d",
+            self.root,
+            len(train_ids),
+            len(val_ids),
+            len(self.split.train_cars),
+            len(self.split.val_cars),
+            *self.size,
+        )
+
+    @staticmethod
+    def _usable(dataset: CarvanaDataset, skip: bool) -> list[str]:
+        """The ids without problems; with problems and not ``skip``, stop listing them all."""
+        started = time.perf_counter()
+        problems = dataset.problems()
+        log.info(
+            "Checked %d images and masks in %.1f s: %d problem(s)",
+            len(dataset),
+            time.perf_counter() - started,
+            len(problems),
+        )
+        if not problems:
+            return dataset.ids
+        message = describe(problems, len(dataset))
+        if not skip:
+            raise DataError(
+                f"{message}\nFix or remove these files, or train without them with "
+                "data.on_bad_file=skip"
+            )
+        log.warning("%s\nTraining without them (data.on_bad_file=skip)", message)
+        bad = {p.image_id for p in problems}
+        ids = [i for i in dataset.ids if i not in bad]
+        if not ids:
+            raise DataError(f"No usable image left in {dataset.image_dir}")
+        return ids
+
+    # The split travels with every checkpoint (Lightning stores this under the class's name).
+    def state_dict(self) -> dict[str, Any]:
+        return {"split": self.split.to_dict()} if self.split is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """On resume: refuse a split that is not the checkpoint's (cars would cross sides)."""
+        if "split" not in state_dict or self.split is None:
+            return
+        saved = SplitRecord.from_dict(state_dict["split"])
+        if set(saved.val_cars) != set(self.split.val_cars):
+            moved = sorted(set(saved.val_cars) ^ set(self.split.val_cars))
+            raise ConfigError(
+                f"The checkpoint was trained with another split by car (data.split_seed="
+                f"{saved.split_seed}, data.val_fraction={saved.val_fraction}, root {saved.root}); "
+                f"this run's would move {len(moved)} car(s) across the split "
+                f"({', '.join(moved[:5])}), so validation would score cars it trained on. Resume "
+                "with the run's data settings"
+            )
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        processes = self.trainer.num_devices if self.trainer is not None else 1
+        workers = resolve_workers(self.num_workers, processes)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=False,  # every validation image counts; a short last train batch is fine
+            num_workers=workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers and workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)

@@ -1,0 +1,103 @@
+"""A run folder belongs to one run.
+
+Hydra writes a run's config into its folder before the run starts, so two runs given one folder
+(the same ``hydra.run.dir``, or two commands started in the same second) would overwrite each
+other's config, ``summary.json`` and checkpoints. ``RunFolderGuard``, a Hydra callback
+(``conf/hydra/default.yaml``), refuses such a run before Hydra writes anything. The exceptions are
+the ones that continue the run that is there: a resume of that folder's checkpoint
+(``ckpt_path=last`` or a path inside it), and ``overwrite=true`` where a task has that switch.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from carseg.cli import user_errors_exit
+from carseg.errors import ConfigError
+
+# What a finished or running run leaves in its folder.
+RUN_MARKERS = (".hydra", "summary.json", "checkpoints", "metrics.json", "submission.csv")
+
+_made_here: set[Path] = set()  # run folders that this process found absent or empty
+
+
+def _launched_rank() -> int | None:
+    """This process's rank when a launcher (Lightning's DDP, torchrun, SLURM) started it."""
+    for key in ("LOCAL_RANK", "RANK", "SLURM_PROCID"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key])
+    return None
+
+
+def earlier_run(folder: Path) -> list[str]:
+    """The names in ``folder`` that show a run already used it (empty if none).
+
+    Under a launcher that starts every rank itself (torchrun, srun), the ranks of one job write
+    their ``.hydra`` records side by side, so only a finished run's records count there.
+    """
+    external = int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 or (
+        int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1
+    )
+    markers = [m for m in RUN_MARKERS if not (external and m == ".hydra")]
+    return [name for name in markers if (folder / name).exists()]
+
+
+def check_run_folder(folder: Path, ckpt_path: Any = None, overwrite: bool = False) -> None:
+    """Refuse ``folder`` if an earlier run used it, unless this run continues that one.
+
+    Raises:
+        ConfigError: the folder holds an earlier run, with how to go on.
+    """
+    if (_launched_rank() or 0) > 0:
+        return  # another rank of this job: rank 0 has claimed the folder
+    found = earlier_run(folder)
+    if not found:
+        if not folder.exists() or not any(folder.iterdir()):
+            _made_here.add(folder.resolve())
+        return
+    if overwrite:
+        return
+    if ckpt_path == "last" and (folder / "checkpoints" / "last.ckpt").is_file():
+        return
+    if ckpt_path and ckpt_path != "last":
+        resolved = Path(str(ckpt_path)).expanduser().resolve()
+        if folder.resolve() in resolved.parents:
+            return
+    raise ConfigError(
+        f"The run folder {folder} already holds a run ({', '.join(found)}): this run would "
+        "overwrite its records and mix its checkpoints with this one's. Leave hydra.run.dir out "
+        "for a new folder, give another one, or resume that run with ckpt_path=last"
+    )
+
+
+def made_by_this_run(folder: Path) -> bool:
+    """Whether ``folder`` was absent or empty when this process's run claimed it."""
+    return folder.resolve() in _made_here
+
+
+class RunFolderGuard(Callback):
+    """Hydra callback: refuse a run folder or sweep folder that an earlier run used."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        with user_errors_exit():
+            check_run_folder(
+                Path(config.hydra.run.dir),
+                ckpt_path=config.get("ckpt_path"),
+                overwrite=bool(config.get("overwrite", False)),
+            )
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep = Path(config.hydra.sweep.dir)
+        jobs = [p for p in sweep.iterdir() if (p / ".hydra").is_dir()] if sweep.is_dir() else []
+        if jobs:
+            with user_errors_exit():
+                raise ConfigError(
+                    f"The sweep folder {sweep} already holds {len(jobs)} job(s) of an earlier "
+                    "sweep: this one would overwrite them. Leave hydra.sweep.dir out for a new "
+                    "folder, or give another one"
+                )
