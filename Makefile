@@ -10,7 +10,7 @@ ARGS ?=
 
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: install train test test-fast lint format tensorboard sweep-report bench clean
+.PHONY: install train test test-fast lint format tensorboard sweep-report bench bench-gpu clean
 
 install: $(VENV)/.installed
 
@@ -24,9 +24,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 train: install
 	$(PY) src/train.py $(ARGS)
 
-# two test processes, one thread each: 2 cores, no oversubscription
+# two test processes, one thread each: 2 cores, no oversubscription. Installs nothing outside
+# .venv: the browser test runs where Debian's chromium and chromium-driver are (CI installs them,
+# .ci/run) and skips elsewhere, saying why.
 test: install
-	bash scripts/ensure_browser.sh
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile $(ARGS)
 
 test-fast: install
@@ -43,6 +44,11 @@ format: install
 # speed and memory figures (prints a table, writes benchmarks/results.json); a few minutes
 bench: install
 	$(PY) benchmarks/bench.py $(ARGS)
+
+# the same on a CUDA GPU: Lightning against a plain loop, precision x layout x compile, loader
+# against GPU, TFLOP/s, peak memory (stops at once, exit 2, without CUDA)
+bench-gpu: install
+	$(PY) benchmarks/bench.py --device cuda $(ARGS)
 
 # rank the jobs of the newest sweep (or SWEEP=outputs/train/multiruns/<time>)
 sweep-report: install

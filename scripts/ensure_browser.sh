@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Make sure headless Chromium and its driver are there for the browser tests
-# (pytest -m browser: TensorBoard opened in a real browser).
+# CI's machine set-up (.ci/run): make sure headless Chromium and its driver are there for the
+# browser test (pytest -m browser: TensorBoard opened in a real browser). `make test` never calls
+# it: a test command must not install system packages.
 #
 # Installs Debian's chromium and chromium-driver with apt-get when either is missing and this runs
 # as root on a machine with apt-get; otherwise it changes nothing and exits 0 (the browser tests

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from carseg.checkpoint import load_model
 from carseg.checks import check_device, check_threshold
-from carseg.cli import require, user_errors_exit
+from carseg.cli import require, run, user_errors_exit
 from carseg.dataset import CarvanaDataset
 from carseg.evaluation import images_to_score, score_images, write_report
 from carseg.inference import Predictor, input_size, torch_forward
@@ -65,4 +65,4 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

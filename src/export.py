@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from carseg.checkpoint import load_model
 from carseg.checks import check_choice
-from carseg.cli import require, user_errors_exit
+from carseg.cli import require, run, user_errors_exit
 from carseg.errors import ConfigError
 from carseg.export import export
 
@@ -36,4 +36,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

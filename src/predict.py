@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from carseg.checkpoint import load_model
 from carseg.checks import check_device, check_threshold
-from carseg.cli import require, user_errors_exit
+from carseg.cli import require, run, user_errors_exit
 from carseg.errors import ConfigError
 from carseg.image_io import list_images
 from carseg.inference import (
@@ -68,4 +68,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from carseg.cli import user_errors_exit
+from carseg.cli import run, user_errors_exit
 from carseg.training import train
 
 
@@ -40,4 +40,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -156,12 +156,7 @@ ERROR_ROWS = [
     Row(
         "three problems at once",
         three_problems,
-        [
-            "3 of 80 images have a problem",
-            "mask is 10x10",
-            "not a readable image",
-            "Truncated File Read",
-        ],
+        ["3 of 80 images have a problem", "mask is 10x10", "not a readable image", "truncated"],
     ),
 ]
 
@@ -331,19 +326,10 @@ COMMAND_ROWS = [
     CommandRow(
         "predict without input", "predict", lambda t: ["ckpt_path=x.ckpt"], 2, ["input is required"]
     ),
+    # Hydra's own messages: asserted by what they name, not by Hydra's wording
+    CommandRow("unknown key", "train", lambda t: ["foo=1"], 2, ["foo"]),
     CommandRow(
-        "unknown key",
-        "train",
-        lambda t: ["foo=1"],
-        1,
-        ["Could not override 'foo'", "Key 'foo' is not in struct"],
-    ),
-    CommandRow(
-        "unknown group choice",
-        "train",
-        lambda t: ["model=unet_huge"],
-        1,
-        ["Could not find 'model/unet_huge'", "Available options in 'model'", "unet_small"],
+        "unknown group choice", "train", lambda t: ["model=unet_huge"], 2, ["unet_huge", "unet"]
     ),
     CommandRow(
         "more GPUs than present (trainer.gpus=1 on a machine without one)",

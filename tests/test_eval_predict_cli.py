@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from carseg.checkpoint import load_model
 from carseg.dataset import CarvanaDataset
+from carseg.image_io import read_image
+from carseg.inference import Predictor, torch_forward
 from carseg.rle import read_rle_csv, rle_decode
 from carseg.split import split_by_car
 from helpers import REPO, TINY_TRAIN, run_script
@@ -107,6 +110,14 @@ def test_predict_tta_and_refusing_to_overwrite(trained, tmp_path):
     )
     assert again.returncode == 2 and "overwrite=true" in again.stderr
     assert (out / "submission.csv").read_text() == first  # nothing was replaced
+    # TTA writes the mean of the image's and its mirror's probabilities, thresholded. At the
+    # median of that mean half the pixels are car, so a plain prediction would differ.
+    model, info = load_model(ckpt)
+    rgb = read_image(image)[0]
+    plain_prob = Predictor(torch_forward(model), info.size).probabilities([rgb])[0]
+    mirror = Predictor(torch_forward(model), info.size).probabilities([rgb[:, ::-1].copy()])[0]
+    mean = (plain_prob + mirror[:, ::-1]) / 2
+    threshold = float(np.median(mean))
     tta = run_script(
         root,
         "predict",
@@ -115,8 +126,12 @@ def test_predict_tta_and_refusing_to_overwrite(trained, tmp_path):
         f"output_dir={out}",
         "tta=true",
         "overwrite=true",
+        f"threshold={threshold!r}",
     )
     assert tta.returncode == 0, tta.stderr[-3000:]
+    written = np.asarray(Image.open(out / "masks" / f"{image.stem}_mask.png"))
+    assert np.array_equal(written, (mean > threshold).astype(np.uint8))
+    assert not np.array_equal(written, (plain_prob > threshold).astype(np.uint8))
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])

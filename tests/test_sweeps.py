@@ -222,26 +222,6 @@ def test_experiment_recipes(experiment, size, precision):
         assert f"python src/train.py experiment={experiment} data.root=" in text
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("experiment", ["carvana_half", "carvana_full"])
-def test_gpu_recipes_run_one_batch_on_the_cpu(tiny_set, tmp_path, experiment):
-    """Every key of the GPU recipes reaches a real Trainer, model and data module (one batch, on
-    the CPU, in bf16 like carvana_full, at a tiny size and width)."""
-    proc = run_script(
-        tmp_path,
-        "train",
-        f"experiment={experiment}",
-        f"data.root={tiny_set}",
-        "trainer=cpu",
-        "trainer.precision=bf16-mixed",
-        "data.size=[32,48]",
-        "data.num_workers=0",
-        "model.base_width=4",
-        "debug=fast",
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-
-
 # --- a real Optuna sweep ----------------------------------------------------------------------
 
 

@@ -12,9 +12,10 @@ import os
 import shutil
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 
@@ -36,6 +37,21 @@ def project_root() -> Path:
 # conf/paths/default.yaml: root_dir: ${carseg_root:}
 if not OmegaConf.has_resolver("carseg_root"):
     OmegaConf.register_new_resolver("carseg_root", lambda: str(project_root()))
+
+
+def run(main: Callable[[], object]) -> None:
+    """Run a ``@hydra.main`` entry point; a config Hydra cannot compose (an unknown key or choice,
+    a malformed override) exits with status 2 like every other user mistake, not Hydra's 1.
+
+    Hydra prints its own one-line message for those, without a traceback.
+    """
+    try:
+        main()
+    except SystemExit as exit_:
+        # Hydra sets its config just before it calls the task: unset, the config did not compose.
+        if exit_.code == 1 and not HydraConfig.initialized():
+            raise SystemExit(2) from None
+        raise
 
 
 @contextlib.contextmanager

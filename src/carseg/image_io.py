@@ -69,6 +69,8 @@ def _opened(path: Path, what: str) -> Iterator[Image.Image]:
     except (OSError, SyntaxError, ValueError, EOFError) as err:  # UnidentifiedImageError: OSError
         if path.stat().st_size == 0:
             reason = "the file is empty (0 bytes)"
+        elif "truncated" in str(err).lower():
+            reason = f"truncated: the file ends before its image does ({path.stat().st_size} bytes)"
         else:
             reason = f"not a readable image ({type(err).__name__}: {err})"
         raise UnreadableFileError(path, reason) from None

@@ -111,17 +111,28 @@ def _instantiate_all(group: DictConfig | None) -> list[Any]:
     return [instantiate(c) for c in group.values() if c is not None and "_target_" in c]
 
 
-def train(cfg: DictConfig, multirun: bool = False) -> TrainResult:
-    """Train the model that ``cfg`` describes (the composed ``conf/train.yaml``).
+@dataclass
+class Run:
+    """Everything a training run is made of, built from its config (``build``)."""
+
+    trainer: pl.Trainer
+    model: pl.LightningModule
+    datamodule: pl.LightningDataModule
+    ckpt_path: str | None  # the checkpoint resumed from, or None
+    tracker: BestTracker
+
+
+def build(cfg: DictConfig, multirun: bool = False) -> Run:
+    """The Trainer, model and data module that ``cfg`` (the composed ``conf/train.yaml``)
+    describes, checked, with the checkpoint to resume from; nothing is trained or read yet.
 
     Args:
         cfg: keys ``model``, ``data``, ``trainer``, ``callbacks``, ``logger``, ``seed``,
-            ``ckpt_path`` (a checkpoint to resume from, or None), ``paths.output_dir``.
+            ``ckpt_path`` (a checkpoint to resume from, or None), ``paths``.
         multirun: whether this runs as one job of a Hydra sweep.
     """
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
-
     trainer_cfg = resolve_trainer_config(
         OmegaConf.to_container(cfg.trainer, resolve=True), multirun=multirun
     )
@@ -136,7 +147,6 @@ def train(cfg: DictConfig, multirun: bool = False) -> TrainResult:
         if dropped:
             log.info("No logger configured: the learning-rate monitor is left out")
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-
     ckpt_path = resolve_resume(
         cfg.get("ckpt_path"),
         output_dir=Path(cfg.paths.output_dir),
@@ -152,12 +162,18 @@ def train(cfg: DictConfig, multirun: bool = False) -> TrainResult:
         plugins=[AtomicCheckpointIO()],
         _convert_="all",
     )
+    return Run(trainer, model, datamodule, ckpt_path, tracker)
+
+
+def train(cfg: DictConfig, multirun: bool = False) -> TrainResult:
+    """Train the model that ``cfg`` describes (see ``build``) and report its best score."""
+    run = build(cfg, multirun)
     try:
-        trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+        run.trainer.fit(model=run.model, datamodule=run.datamodule, ckpt_path=run.ckpt_path)
     except TrainingDivergedError as err:
-        last = best_of(trainer, tracker).last_checkpoint or "none written yet"
+        last = best_of(run.trainer, run.tracker).last_checkpoint or "none written yet"
         raise TrainingDivergedError(f"{err}.\nThe last good checkpoint is kept: {last}") from None
-    return _result(trainer, tracker)
+    return _result(run.trainer, run.tracker)
 
 
 def _result(trainer: pl.Trainer, tracker: BestTracker) -> TrainResult:

@@ -1,0 +1,108 @@
+"""The Trainer built from the config: ``trainer.gpus`` translated, impossible devices refused, and
+every key of a recipe reaching the real Trainer, model and data module."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from carseg.errors import ConfigError
+from carseg.training import build, resolve_trainer_config
+from helpers import compose
+
+NO_GPU = not torch.cuda.is_available()
+
+
+@pytest.mark.parametrize(
+    ("gpus", "accelerator", "devices"),
+    [(0, "cpu", 1), ([], "cpu", 1)],
+)
+def test_gpus_zero_means_the_cpu(gpus, accelerator, devices):
+    out = resolve_trainer_config({"gpus": gpus, "accelerator": "auto", "devices": 1})
+    assert out["accelerator"] == accelerator and out["devices"] == devices and "gpus" not in out
+
+
+def test_without_gpus_the_lightning_2_keys_pass_through():
+    given = {"gpus": None, "accelerator": "cpu", "devices": 2, "precision": "32-true"}
+    assert resolve_trainer_config(given) == {
+        "accelerator": "cpu",
+        "devices": 2,
+        "precision": "32-true",
+    }
+
+
+@pytest.mark.skipif(not NO_GPU, reason="checks the refusal on a machine without CUDA")
+@pytest.mark.parametrize(
+    "trainer",
+    [{"gpus": 1}, {"gpus": [0, 1]}, {"accelerator": "gpu", "devices": 1}, {"accelerator": "cuda"}],
+)
+def test_gpus_that_are_not_there_are_refused_with_the_cpu_way(trainer):
+    with pytest.raises(ConfigError) as err:
+        resolve_trainer_config(trainer)
+    assert "GPU" in str(err.value) and "trainer=cpu" in str(err.value)
+
+
+@pytest.mark.parametrize("gpus", [True, -1, "two", [0, "a"], 1.5])
+def test_a_malformed_gpus_is_refused(gpus):
+    with pytest.raises(ConfigError, match="trainer.gpus"):
+        resolve_trainer_config({"gpus": gpus})
+
+
+def test_ddp_is_refused_in_a_multirun_but_ddp_spawn_is_not():
+    with pytest.raises(ConfigError, match="ddp_spawn"):
+        resolve_trainer_config({"strategy": "ddp", "accelerator": "cpu"}, multirun=True)
+    out = resolve_trainer_config({"strategy": "ddp_spawn", "accelerator": "cpu"}, multirun=True)
+    assert out["strategy"] == "ddp_spawn"
+    assert resolve_trainer_config({"strategy": "ddp", "accelerator": "cpu"})["strategy"] == "ddp"
+
+
+@pytest.mark.skipif(not NO_GPU, reason="SyncBatchNorm is allowed where CUDA is")
+def test_sync_batchnorm_needs_cuda():
+    with pytest.raises(ConfigError, match="sync_batchnorm"):
+        resolve_trainer_config({"sync_batchnorm": True, "accelerator": "cpu"})
+
+
+@pytest.mark.parametrize(
+    ("experiment", "size", "batch", "accumulate", "max_epochs"),
+    [("carvana_half", (640, 960), 4, 1, 20), ("carvana_full", (1280, 1920), 1, 4, 10)],
+)
+def test_gpu_recipes_reach_the_trainer_model_and_data(
+    tiny_set, tmp_path, experiment, size, batch, accumulate, max_epochs
+):
+    """Every key of a GPU recipe lands in the real objects (built on the CPU, trainer=cpu)."""
+    cfg = compose(
+        f"experiment={experiment}",
+        f"data.root={tiny_set}",
+        "trainer=cpu",
+        "logger=none",
+        f"hydra.run.dir={tmp_path}",
+        f"++paths.output_dir={tmp_path}",
+    )
+    run = build(cfg)
+    model, data, trainer = run.model.hparams, run.datamodule, run.trainer
+    assert (model.base_width, model.depth, model.bilinear) == (64, 4, True)
+    assert (model.loss, model.scheduler) == ("bce_dice", "plateau")
+    assert data.size == size and data.batch_size == batch
+    assert trainer.accumulate_grad_batches == accumulate and trainer.max_epochs == max_epochs
+    assert run.ckpt_path is None
+
+
+@pytest.mark.parametrize("experiment", ["carvana_half", "carvana_full"])
+def test_gpu_recipes_train_a_step_on_the_cpu(tiny_set, tmp_path, experiment):
+    """One training and one validation step of each GPU recipe, in bf16 on the CPU at a tiny size:
+    the scheduler, accumulation and precision it sets all run."""
+    cfg = compose(
+        f"experiment={experiment}",
+        f"data.root={tiny_set}",
+        "trainer=cpu",
+        "trainer.precision=bf16-mixed",
+        "data.size=[32,48]",
+        "data.num_workers=0",
+        "model.base_width=4",
+        "debug=fast",
+        f"++paths.output_dir={tmp_path}",
+    )
+    run = build(cfg)
+    run.trainer.fit(run.model, datamodule=run.datamodule)
+    assert run.trainer.global_step == 1 and run.trainer.precision == "bf16-mixed"
+    assert 0.0 <= float(run.trainer.callback_metrics["val/dice"]) <= 1.0
