@@ -13,10 +13,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from carseg.checkpoint import load_model
-from carseg.checks import check_device, check_threshold
+from carseg.checks import check_choice, check_device, check_int, check_threshold
 from carseg.cli import require, run, user_errors_exit
 from carseg.dataset import CarvanaDataset
-from carseg.evaluation import images_to_score, score_images, write_report
+from carseg.evaluation import SPLITS, images_to_score, score_images, write_report
 from carseg.inference import Predictor, input_size, torch_forward
 from carseg.split import cars_of, split_by_car
 
@@ -25,6 +25,8 @@ from carseg.split import cars_of, split_by_car
 def main(cfg: DictConfig) -> float:
     with user_errors_exit(cfg.paths.output_dir):
         require(cfg, "ckpt_path", "the checkpoint to evaluate, e.g. ckpt_path=outputs/train/...")
+        check_choice("split", cfg.split, SPLITS)
+        check_int("batch_size", cfg.batch_size, 1)
         device = check_device("device", cfg.device)
         model, info = load_model(cfg.ckpt_path, device)
         size = input_size(info.size, cfg.size)

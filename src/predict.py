@@ -13,13 +13,14 @@ import hydra
 from omegaconf import DictConfig
 
 from carseg.checkpoint import load_model
-from carseg.checks import check_device, check_threshold
+from carseg.checks import check_device, check_int, check_threshold
 from carseg.cli import require, run, user_errors_exit
 from carseg.errors import ConfigError
 from carseg.image_io import list_images
 from carseg.inference import (
     Predictor,
     check_output_dir,
+    check_unique_names,
     input_size,
     onnx_forward,
     predict_files,
@@ -33,11 +34,13 @@ def main(cfg: DictConfig) -> None:
         require(cfg, "input", "an image file or a folder of images, e.g. input=photos/")
         if bool(cfg.ckpt_path) == bool(cfg.onnx_path):
             raise ConfigError("give one model: ckpt_path=<checkpoint> or onnx_path=<model.onnx>")
-        paths = list_images(cfg.input)
-        output_dir = Path(cfg.output_dir)
-        check_output_dir(output_dir, Path(cfg.input), cfg.overwrite)
+        check_int("batch_size", cfg.batch_size, 1)
         if cfg.threshold is not None:
             check_threshold("threshold", cfg.threshold)
+        paths = list_images(cfg.input)
+        check_unique_names(paths)
+        output_dir = Path(cfg.output_dir)
+        check_output_dir(output_dir, Path(cfg.input), cfg.overwrite)
         if cfg.ckpt_path:
             device = check_device("device", cfg.device)
             model, info = load_model(cfg.ckpt_path, device)

@@ -38,6 +38,55 @@ def run_script(
     )
 
 
+def run_entry(root: Path, script: str, *overrides: str) -> subprocess.CompletedProcess:
+    """Run ``src/<script>.py`` as ``run_script`` does, but in this process: the same argv, folder
+    and environment, a tenth of the time (no new interpreter importing torch and Lightning).
+
+    An exception that escapes the entry point is returned as exit status 1 with its traceback in
+    ``stderr``, as the interpreter would print it. The logging set-up Hydra changes is restored.
+    """
+    import contextlib
+    import io
+    import logging
+    import runpy
+    import traceback
+
+    out, err = io.StringIO(), io.StringIO()
+    root_logger = logging.getLogger()
+    handlers, level = root_logger.handlers[:], root_logger.level
+    saved_argv, saved_cwd = sys.argv[:], os.getcwd()
+    saved_env = {k: os.environ.get(k) for k in ("CARSEG_ROOT", "NO_ALBUMENTATIONS_UPDATE")}
+    os.environ.update(CARSEG_ROOT=str(root), NO_ALBUMENTATIONS_UPDATE="1")
+    sys.argv = [str(REPO / "src" / f"{script}.py"), *overrides]
+    os.chdir(root)
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            runpy.run_path(sys.argv[0], run_name="__main__")
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    except BaseException:  # noqa: BLE001 (what the interpreter would print, and exit 1)
+        err.write(traceback.format_exc())
+        code = 1
+    finally:
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        for handler in root_logger.handlers[:]:
+            if handler not in handlers:
+                root_logger.removeHandler(handler)
+                handler.close()
+        for handler in handlers:
+            if handler not in root_logger.handlers:
+                root_logger.addHandler(handler)
+        root_logger.setLevel(level)
+    return subprocess.CompletedProcess(sys.argv, code, out.getvalue(), err.getvalue())
+
+
 def poison_batch_callback(epoch: int, batch: int = 0):
     """A Lightning callback that fills one training batch with NaN, as a broken step would."""
     import pytorch_lightning as pl
@@ -96,25 +145,31 @@ def _hydra_value(value) -> str:
     return str(value)
 
 
+def instantiate(node):
+    """Hydra's ``instantiate`` as the entry points call it, raising our own error unwrapped."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate as hydra_instantiate
+
+    from carseg.errors import CarsegError
+
+    try:
+        return hydra_instantiate(node, _convert_="all")
+    except InstantiationException as err:
+        if isinstance(err.__cause__, CarsegError):
+            raise err.__cause__ from None
+        raise
+
+
 def build_model(model: str = "unet", **options):
     """A ``SegmentationModule`` from ``conf/model/<model>.yaml`` with ``options`` changed."""
-    from hydra.utils import instantiate
-
-    cfg = compose(f"model={model}", *_dotted("model", options))
-    return instantiate(cfg.model, _convert_="all")
+    return instantiate(compose(f"model={model}", *_dotted("model", options)).model)
 
 
 def build_datamodule(root, data: str = "carvana", **options):
     """A ``CarvanaDataModule`` over ``root`` from ``conf/data/<data>.yaml`` with ``options``."""
-    from hydra.utils import instantiate
-
-    cfg = compose(f"data={data}", f"data.root={root}", *_dotted("data", options))
-    return instantiate(cfg.data, _convert_="all")
+    return instantiate(compose(f"data={data}", f"data.root={root}", *_dotted("data", options)).data)
 
 
 def build_callback(name: str, **options):
     """The callback ``name`` of ``conf/callbacks/default.yaml`` with ``options`` changed."""
-    from hydra.utils import instantiate
-
-    cfg = compose(*_dotted(f"callbacks.{name}", options))
-    return instantiate(cfg.callbacks[name], _convert_="all")
+    return instantiate(compose(*_dotted(f"callbacks.{name}", options)).callbacks[name])

@@ -45,12 +45,15 @@ def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
 
 def test_eval_scores_validation_images_at_full_resolution(trained):
     root, ckpt, data = trained
-    proc = run_script(root, "eval", f"ckpt_path={ckpt}", *TINY_TRAIN[:4])
+    # another split seed in eval's own config: the checkpoint's record decides which cars
+    proc = run_script(root, "eval", f"ckpt_path={ckpt}", *TINY_TRAIN[:4], "data.split_seed=7")
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = _only_run(root, "eval")
     metrics = json.loads((run / "metrics.json").read_text())
     _, val_ids = split_by_car(CarvanaDataset(data).ids, 0.2, 42)
+    assert split_by_car(CarvanaDataset(data).ids, 0.2, 7)[1] != val_ids  # (the case under test)
     assert sorted(metrics["per_image"]) == val_ids  # the cars the training run held out
+    assert metrics["cars"] == load_model(ckpt)[1].split.val_cars
     values = [v for v in metrics["per_image"].values() if v is not None]
     assert metrics["mean"] == pytest.approx(np.mean(values))
     assert metrics["median"] == pytest.approx(np.median(values))

@@ -14,7 +14,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from carseg.checkpoint import AtomicCheckpointIO, resolve_resume
+from carseg.checkpoint import AtomicCheckpointIO, DiskFullError, resolve_resume
 from carseg.errors import ConfigError, DataError, TrainingDivergedError
 from carseg.training import train
 from helpers import REPO, TINY_TRAIN, run_script
@@ -158,3 +158,47 @@ def test_killed_run_resumes_from_last_checkpoint_and_finishes_its_epochs(tmp_pat
     events.Reload()
     epochs_done_here = len(events.Scalars("val/dice"))
     assert epochs_done_here == 5 - (saved["epoch"] + 1)
+
+
+def test_last_checkpoint_is_the_newest_epoch_even_when_dice_did_not_improve(tmp_path):
+    """checkpoints/last.ckpt follows every epoch (Lightning 2.6's save_last would keep only the
+    epochs that improved val/dice, and a resume would train the others again)."""
+    # a threshold no untrained pixel reaches: val/dice stays 0, so epoch 0 stays the best
+    cfg = _compose(tmp_path, "trainer.max_epochs=3", "model.threshold=0.999")
+    result = train(cfg)
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert result.best_epoch == 0 and last["epoch"] == 2
+
+
+def test_the_checkpoint_records_the_split_and_a_resume_with_another_one_is_refused(tmp_path):
+    train(_compose(tmp_path, "trainer.max_epochs=1"))
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    record = torch.load(last, weights_only=True)["CarvanaDataModule"]["split"]
+    assert record["split_seed"] == 42 and record["val_cars"] and record["train_cars"]
+    assert not set(record["val_cars"]) & set(record["train_cars"])
+    again = _compose(tmp_path, "trainer.max_epochs=2", f"ckpt_path={last}", "data.val_fraction=0.5")
+    with pytest.raises(ConfigError, match="another split by car") as err:
+        train(again)
+    assert "data.split_seed=42" in str(err.value)
+
+
+def test_a_full_disk_is_named_and_the_previous_checkpoint_kept(tmp_path, monkeypatch):
+    import shutil
+
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"epoch": 1}, path)
+
+    def no_space(obj, f):  # what torch's zip writer raises when the disk fills mid-write
+        Path(f).write_bytes(b"PK\x03\x04")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter "
+                           "failed writing file data/3: file write failed")  # fmt: skip
+
+    monkeypatch.setattr(torch, "save", no_space)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9, 0))
+    with pytest.raises(DiskFullError) as err:
+        io.save_checkpoint({"epoch": 2}, path)
+    monkeypatch.undo()
+    assert "No space left" in str(err.value) and "paths.log_dir" in str(err.value)
+    assert torch.load(path, weights_only=True)["epoch"] == 1
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]

@@ -15,7 +15,6 @@ import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 
@@ -45,11 +44,13 @@ def run(main: Callable[[], object]) -> None:
 
     Hydra prints its own one-line message for those, without a traceback.
     """
+    from carseg.rundir import job_started, reset_job_started
+
+    reset_job_started()  # (an earlier run in this process may have set it)
     try:
         main()
     except SystemExit as exit_:
-        # Hydra sets its config just before it calls the task: unset, the config did not compose.
-        if exit_.code == 1 and not HydraConfig.initialized():
+        if exit_.code == 1 and not job_started():  # the config did not compose
             raise SystemExit(2) from None
         raise
 

@@ -92,6 +92,7 @@ class CarvanaDataModule(pl.LightningDataModule):
         self.size = check_size("data.size", size)
         check_val_fraction(val_fraction)
         check_int("data.batch_size", batch_size, 1)
+        check_int("data.split_seed", split_seed, 0)
         resolve_workers(num_workers)  # checked now, resolved per process in setup
         check_choice("data.on_bad_file", on_bad_file, ON_BAD_FILE)
         if cache and cache_dir is None:
@@ -122,6 +123,7 @@ class CarvanaDataModule(pl.LightningDataModule):
         self.train_set: CarvanaDataset | None = None
         self.val_set: CarvanaDataset | None = None
         self.split: SplitRecord | None = None
+        self._resumed_split: SplitRecord | None = None  # the split of a checkpoint resumed from
 
     def prepare_data(self) -> None:
         if self.synthetic is not None:
@@ -144,6 +146,7 @@ class CarvanaDataModule(pl.LightningDataModule):
         self.split = SplitRecord.of(
             str(self.root.resolve()), self.val_fraction, self.split_seed, train_ids, val_ids
         )
+        self._check_resumed_split()
         decode_size = self.size if self.jpeg_draft else None
         cache = None
         if self.cache:
@@ -204,19 +207,26 @@ class CarvanaDataModule(pl.LightningDataModule):
         return {"split": self.split.to_dict()} if self.split is not None else {}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """On resume: refuse a split that is not the checkpoint's (cars would cross sides)."""
-        if "split" not in state_dict or self.split is None:
+        """On resume (Lightning calls this before ``setup``): keep the checkpoint's split, which
+        ``setup`` compares with the one it makes."""
+        if "split" in state_dict:
+            self._resumed_split = SplitRecord.from_dict(state_dict["split"])
+            if self.split is not None:
+                self._check_resumed_split()
+
+    def _check_resumed_split(self) -> None:
+        """Refuse a split that is not the checkpoint's: cars would cross from train to val."""
+        saved = self._resumed_split
+        if saved is None or set(saved.val_cars) == set(self.split.val_cars):
             return
-        saved = SplitRecord.from_dict(state_dict["split"])
-        if set(saved.val_cars) != set(self.split.val_cars):
-            moved = sorted(set(saved.val_cars) ^ set(self.split.val_cars))
-            raise ConfigError(
-                f"The checkpoint was trained with another split by car (data.split_seed="
-                f"{saved.split_seed}, data.val_fraction={saved.val_fraction}, root {saved.root}); "
-                f"this run's would move {len(moved)} car(s) across the split "
-                f"({', '.join(moved[:5])}), so validation would score cars it trained on. Resume "
-                "with the run's data settings"
-            )
+        moved = sorted(set(saved.val_cars) ^ set(self.split.val_cars))
+        raise ConfigError(
+            f"The checkpoint was trained with another split by car (data.split_seed="
+            f"{saved.split_seed}, data.val_fraction={saved.val_fraction}, root {saved.root}); "
+            f"this run's would move {len(moved)} car(s) across the split "
+            f"({', '.join(moved[:5])}), so validation would score cars it trained on. Resume "
+            "with the run's data settings"
+        )
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         processes = self.trainer.num_devices if self.trainer is not None else 1

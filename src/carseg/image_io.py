@@ -203,13 +203,10 @@ def _grey_levels(img: Image.Image) -> tuple[np.ndarray, int]:
         return np.asarray(img).astype(np.uint8), 1
     if mode in ("P", "PA"):
         indices = np.asarray(img.convert("P") if mode == "PA" else img)
-        palette = img.getpalette()
-        if not palette:
+        entries = np.asarray(img.getpalette() or [], np.uint8).reshape(-1, 3)[:256]
+        if indices.max(initial=0) >= len(entries):  # no colour for some index: the indices are it
             return indices, 255
-        colours = np.zeros((256, 3), np.uint8)
-        entries = np.asarray(palette, np.uint8).reshape(-1, 3)[:256]
-        colours[: len(entries)] = entries
-        return colours.max(axis=1)[indices], 255
+        return entries.max(axis=1)[indices], 255
     if mode == "F":  # float: [0, 1] or [0, 255]
         values = np.clip(np.nan_to_num(np.asarray(img)), 0, None)
         return (values * (255 if values.max(initial=0) <= 1 else 1)).round().astype(np.int64), 255

@@ -11,6 +11,7 @@ numpy only; no Python loop over pixels.
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -110,7 +111,14 @@ def read_rle_rows(path: str | Path) -> list[tuple[int, str, str]]:
     path = Path(path)
     rows: list[tuple[int, str, str]] = []
     seen: set[str] = set()
-    with path.open(newline="") as f:
+    # utf-8-sig: a byte-order mark (spreadsheets write one) is not part of the header
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{path}: not a UTF-8 text file ({err.reason} at byte {err.start})"
+        ) from None
+    with io.StringIO(text, newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None or tuple(h.strip() for h in header) != CSV_HEADER:

@@ -24,6 +24,17 @@ from carseg.errors import ConfigError
 RUN_MARKERS = (".hydra", "summary.json", "checkpoints", "metrics.json", "submission.csv")
 
 _made_here: set[Path] = set()  # run folders that this process found absent or empty
+_job_started = False  # whether Hydra has called a task function in this process
+
+
+def job_started() -> bool:
+    """Whether Hydra got as far as calling the task: before it, any failure is the config's."""
+    return _job_started
+
+
+def reset_job_started() -> None:
+    global _job_started
+    _job_started = False
 
 
 def _launched_rank() -> int | None:
@@ -81,7 +92,12 @@ def made_by_this_run(folder: Path) -> bool:
 
 
 class RunFolderGuard(Callback):
-    """Hydra callback: refuse a run folder or sweep folder that an earlier run used."""
+    """Hydra callback: refuse a run folder or sweep folder that an earlier run used, and note
+    when a job starts (``carseg.cli.run`` tells a config error from a crash by it)."""
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global _job_started
+        _job_started = True
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         with user_errors_exit():

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
@@ -155,13 +156,18 @@ def build(cfg: DictConfig, multirun: bool = False) -> Run:
         max_epochs=trainer_cfg.get("max_epochs"),
     )
     tracker = BestTracker("val/dice", "max")
-    trainer: pl.Trainer = instantiate(
-        trainer_cfg,
-        callbacks=[*callbacks, tracker],
-        logger=loggers or False,
-        plugins=[AtomicCheckpointIO()],
-        _convert_="all",
-    )
+    try:
+        trainer: pl.Trainer = instantiate(
+            trainer_cfg,
+            callbacks=[*callbacks, tracker],
+            logger=loggers or False,
+            plugins=[AtomicCheckpointIO()],
+            _convert_="all",
+        )
+    except InstantiationException as err:  # Lightning refused one of the trainer.* values
+        cause = err.__cause__ or err
+        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        raise ConfigError(f"trainer: {reason}") from None
     return Run(trainer, model, datamodule, ckpt_path, tracker)
 
 

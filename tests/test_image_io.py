@@ -1,0 +1,259 @@
+"""Reading images and masks, one row per way a file can store them: the pixels carseg reads are the
+ones the file shows, never a palette index taken for a colour or a 16-bit value clipped to white."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from carseg.errors import CarsegError, UnreadableFileError
+from carseg.image_io import read_header, read_image, read_mask, save_mask
+
+H, W = 24, 36
+
+
+def truth() -> np.ndarray:
+    """A {0, 1} mask: a car-like blob, background around it."""
+    mask = np.zeros((H, W), np.uint8)
+    cv2.ellipse(mask, (18, 12), (12, 7), 0, 0, 360, 1, -1)
+    return mask
+
+
+# --- masks ---------------------------------------------------------------------------------------
+def kaggle_gif(m, p):  # palette GIF, index 0 black, index 1 white
+    save_mask(m, p.with_suffix(".gif"))
+    return p.with_suffix(".gif")
+
+
+def white_at_index_0(m, p):  # what Pillow's own adaptive palette makes of a black-and-white mask
+    image = Image.fromarray(m * 255, "L").convert("RGB").convert("P", palette=Image.ADAPTIVE)
+    assert image.getpalette()[:3] == [255, 255, 255]  # (the case under test)
+    image.save(p.with_suffix(".gif"))
+    return p.with_suffix(".gif")
+
+
+def inverted_palette_png(m, p):
+    image = Image.fromarray(1 - m, "P")
+    image.putpalette([255, 255, 255, 0, 0, 0])
+    image.save(p.with_suffix(".png"))
+    return p.with_suffix(".png")
+
+
+def palette_without_colours(m, p):  # numpy indices saved as P with Pillow's default palette
+    Image.fromarray(m, "P").save(p.with_suffix(".png"))
+    return p.with_suffix(".png")
+
+
+def red_car_at_index_3(m, p):
+    image = Image.fromarray(m * 3, "P")
+    image.putpalette([0, 0, 0, 10, 10, 10, 20, 20, 20, 255, 0, 0])
+    image.save(p.with_suffix(".png"))
+    return p.with_suffix(".png")
+
+
+def grey(values: tuple[int, int]) -> Callable[[np.ndarray, Path], Path]:
+    def save(m, p):
+        Image.fromarray(np.where(m > 0, values[1], values[0]).astype(np.uint8), "L").save(
+            p.with_suffix(".png")
+        )
+        return p.with_suffix(".png")
+
+    save.__name__ = f"grey_{values[0]}_{values[1]}"
+    return save
+
+
+def one_bit(m, p):
+    Image.fromarray(m * 255, "L").convert("1").save(p.with_suffix(".png"))
+    return p.with_suffix(".png")
+
+
+def sixteen_bit(m, p):
+    Image.fromarray(m.astype(np.uint16) * 65535).save(p.with_suffix(".png"))
+    return p.with_suffix(".png")
+
+
+def grey_with_alpha(m, p):
+    Image.fromarray(m * 255, "L").convert("LA").save(p.with_suffix(".png"))
+    return p.with_suffix(".png")
+
+
+def rgb_white(m, p):
+    Image.fromarray(np.repeat(m[..., None] * 255, 3, axis=2)).save(p.with_suffix(".png"))
+    return p.with_suffix(".png")
+
+
+def rgb_red(m, p):
+    rgb = np.zeros((H, W, 3), np.uint8)
+    rgb[..., 0] = m * 255
+    Image.fromarray(rgb).convert("RGBA").save(p.with_suffix(".png"))
+    return p.with_suffix(".png")
+
+
+def jpeg_damaged(m, p):  # a {0, 255} mask saved as JPEG: values like 3 and 252 around the edges
+    Image.fromarray(m * 255, "L").save(p.with_suffix(".jpg"), quality=60)
+    values = np.asarray(Image.open(p.with_suffix(".jpg")))
+    assert ((values > 0) & (values < 255)).any()  # (the case under test)
+    return p.with_suffix(".jpg")
+
+
+def float_tiff(m, p):
+    Image.fromarray(m.astype(np.float32)).save(p.with_suffix(".tif"))
+    return p.with_suffix(".tif")
+
+
+MASK_ROWS = [
+    kaggle_gif,
+    white_at_index_0,
+    inverted_palette_png,
+    palette_without_colours,
+    red_car_at_index_3,
+    grey((0, 255)),
+    grey((0, 1)),
+    one_bit,
+    sixteen_bit,
+    grey_with_alpha,
+    rgb_white,
+    rgb_red,
+    jpeg_damaged,
+    float_tiff,
+]
+
+
+@pytest.mark.parametrize("save", MASK_ROWS, ids=lambda f: f.__name__)
+def test_a_mask_reads_as_the_car_it_shows(save, tmp_path):
+    expected = truth()
+    mask = read_mask(save(expected, tmp_path / "mask"))
+    assert mask.dtype == np.uint8 and mask.shape == (H, W)
+    if save is jpeg_damaged:  # lossy: the middle grey level separates car from background
+        assert (mask != expected).mean() < 0.02
+    else:
+        assert np.array_equal(mask, expected)
+
+
+def test_a_mask_of_neither_labels_nor_black_and_white_is_refused(tmp_path):
+    path = grey((0, 100))(truth(), tmp_path / "mask")
+    with pytest.raises(UnreadableFileError) as err:
+        read_mask(path)
+    assert err.value.path == path and "0 for background" in err.value.reason
+
+
+# --- images --------------------------------------------------------------------------------------
+def reference() -> np.ndarray:
+    """A grey ramp with detail, as uint8 RGB."""
+    ramp = np.linspace(20, 230, W, dtype=np.float64)[None, :] + np.linspace(-15, 15, H)[:, None]
+    return np.repeat(ramp.round().astype(np.uint8)[..., None], 3, axis=2)
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    name: str
+    save: Callable[[np.ndarray, Path], Path]
+    tolerance: float = 1.0  # mean absolute difference allowed (JPEG)
+
+
+def _pil(mode: str, suffix: str, convert: Callable | None = None):
+    def save(rgb, p):
+        image = Image.fromarray(rgb) if convert is None else convert(rgb)
+        image.convert(mode).save(p.with_suffix(suffix))
+        return p.with_suffix(suffix)
+
+    return save
+
+
+def _grey16(rgb: np.ndarray) -> Image.Image:
+    return Image.fromarray(rgb[..., 0].astype(np.uint16) * 257)
+
+
+def _rgb16(rgb, p):
+    cv2.imwrite(str(p.with_suffix(".png")), (rgb[..., ::-1].astype(np.uint16) * 257))
+    return p.with_suffix(".png")
+
+
+def _int32(rgb, p):
+    Image.fromarray(rgb[..., 0].astype(np.int32) * 257).save(p.with_suffix(".tif"))
+    return p.with_suffix(".tif")
+
+
+def _float(rgb, p):
+    Image.fromarray(rgb[..., 0].astype(np.float32) / 255).save(p.with_suffix(".tif"))
+    return p.with_suffix(".tif")
+
+
+IMAGE_ROWS = [
+    ImageRow("RGB PNG", _pil("RGB", ".png")),
+    ImageRow("16-bit grey PNG (I;16)", lambda rgb, p: _pil("I;16", ".png", _grey16)(rgb, p)),
+    ImageRow("16-bit big-endian TIFF (I;16B)", lambda rgb, p: _big_endian(rgb, p)),
+    ImageRow("16-bit RGB PNG", _rgb16),
+    ImageRow("32-bit integer TIFF (I)", _int32),
+    ImageRow("float TIFF (F) in [0, 1]", _float),
+    ImageRow("grey (L) PNG", _pil("L", ".png")),
+    ImageRow("grey with alpha (LA)", _pil("LA", ".png")),
+    ImageRow("palette (P)", lambda rgb, p: _palette(rgb, p)),
+    ImageRow("RGBA PNG", _pil("RGBA", ".png")),
+    ImageRow("CMYK TIFF", _pil("CMYK", ".tif")),
+    ImageRow("YCbCr TIFF", _pil("YCbCr", ".tif")),
+    ImageRow("grey JPEG", _pil("L", ".jpg"), tolerance=3.0),
+    ImageRow("BMP", _pil("RGB", ".bmp")),
+    ImageRow("WebP (lossless)", lambda rgb, p: _webp(rgb, p)),
+]
+
+
+def _big_endian(rgb, p):
+    image = Image.fromarray((rgb[..., 0].astype(np.uint16) * 257).astype(">u2"))
+    assert image.mode == "I;16B"  # (the case under test)
+    image.save(p.with_suffix(".tif"))
+    return p.with_suffix(".tif")
+
+
+def _palette(rgb, p):
+    Image.fromarray(rgb).convert("P", palette=Image.ADAPTIVE).save(p.with_suffix(".png"))
+    return p.with_suffix(".png")
+
+
+def _webp(rgb, p):
+    Image.fromarray(rgb).save(p.with_suffix(".webp"), lossless=True)
+    return p.with_suffix(".webp")
+
+
+@pytest.mark.parametrize("row", IMAGE_ROWS, ids=lambda r: r.name)
+def test_an_image_reads_as_the_picture_it_shows(row, tmp_path):
+    expected = reference()
+    image, size = read_image(row.save(expected, tmp_path / "image"))
+    assert image.dtype == np.uint8 and image.shape == (H, W, 3) and size == (H, W)
+    assert np.abs(image.astype(int) - expected.astype(int)).mean() <= row.tolerance
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"", "empty (0 bytes)"),
+        (b"these are notes, not a photo\n", "not a readable image"),
+        ("cut", "truncated"),
+    ],
+    ids=["0-byte file", "text file named .jpg", "cut-off JPEG header"],
+)
+def test_an_unreadable_file_is_named_with_the_reason(tmp_path, content, reason):
+    path = tmp_path / "photo.jpg"
+    if content == "cut":  # the first 200 bytes of a real JPEG
+        Image.fromarray(reference()).save(path, quality=95)
+        content = path.read_bytes()[:200]
+    path.write_bytes(content)
+    for read in (read_image, read_header):
+        with pytest.raises(UnreadableFileError) as err:
+            read(path)
+        assert err.value.path == path and reason in err.value.reason
+        assert str(path) in str(err.value)
+
+
+def test_an_image_past_the_pixel_limit_is_refused_unread(tmp_path, monkeypatch):
+    path = tmp_path / "huge.png"
+    Image.new("RGB", (400, 300)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 400 * 300 // 2)  # warned: refused too
+    with pytest.raises(CarsegError, match="decompression-bomb limit"):
+        read_image(path)
