@@ -1,0 +1,103 @@
+"""What the benchmarks measure on: the data folder, the model's configuration, fixed batches,
+a training step's FLOP count, and a bare Lightning fit.
+
+One home for each, so that every benchmark file (CPU and GPU) builds the same model from
+``conf/model/unet.yaml`` and reads the same data the same way.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+from harness import REPO, progress
+
+SAMPLE_DIR = Path(
+    os.environ.get("CARSEG_SAMPLE_DIR", REPO.parent / "shared" / "carvana_sample")
+).resolve()
+
+
+def find_data(synthetic_cars: int, tmp: Path, override: str | None) -> tuple[Path, str]:
+    """The folder of full-size pairs: ``--data``, the real sample, or a generated set."""
+    if override:
+        return Path(override).expanduser().resolve(), f"{override} (--data)"
+    if (SAMPLE_DIR / "train").is_dir():
+        return SAMPLE_DIR, f"real Carvana sample {SAMPLE_DIR}"
+    from carseg.synthetic import generate_dataset
+
+    progress(f"real sample not found at {SAMPLE_DIR}: generating {synthetic_cars} car(s)")
+    root = generate_dataset(tmp / "synthetic", n_cars=synthetic_cars, height=1280, width=1918)
+    return root, f"generated: {synthetic_cars} synthetic car(s) x 16 views at 1918x1280"
+
+
+# Trainer arguments of a timed fit: one epoch of training and nothing else (no logger,
+# checkpoints, progress bar, model summary or sanity check), so that a fit is training steps.
+BARE_FIT = {
+    "logger": False,
+    "enable_checkpointing": False,
+    "enable_progress_bar": False,
+    "enable_model_summary": False,
+    "max_epochs": 1,
+    "num_sanity_val_steps": 0,
+}
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's advice for real runs (workers, logging interval, no validation):
+    a benchmark's fit is deliberately bare, and the lines would bury the progress output."""
+    import logging
+    import warnings
+
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*but have no `val_dataloader`.*")
+
+
+def default_model_config(**overrides: Any) -> dict:
+    """``conf/model/unet.yaml`` as keyword arguments of ``SegmentationModule``, with overrides.
+
+    The module has no defaults of its own (they live in the yaml only), so the benchmarks build
+    every model from this, as a training run does.
+    """
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "model" / "unet.yaml"))
+    cfg.pop("_target_", None)
+    unknown = set(overrides) - set(cfg)
+    if unknown:
+        raise ValueError(f"not keys of conf/model/unet.yaml: {sorted(unknown)}")
+    return {**cfg, **overrides}
+
+
+def fixed_batches(n: int, batch: int, size: tuple[int, int]) -> tuple[Any, Any]:
+    """``n`` random batches (images ``(B, 3, H, W)``, masks ``(B, 1, H, W)`` in {0, 1})."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randn(n * batch, 3, *size, generator=gen)
+    masks = (torch.rand(n * batch, 1, *size, generator=gen) > 0.5).float()
+    return images, masks
+
+
+def train_step_flops(model: Any, batch: int, size: tuple[int, int]) -> int:
+    """FLOPs of one forward + backward (BCE on logits) of ``model`` on a batch of images.
+
+    Counted by ``torch.utils.flop_counter.FlopCounterMode``: convolutions and matmuls (BatchNorm,
+    ReLU, pooling, upsampling and the optimiser are not counted). The count depends on shapes
+    only, so it runs on a copy of the model on the meta device: no memory, no time, any machine.
+    """
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = copy.deepcopy(model).to("meta").train()
+    channels = next(p for p in net.parameters() if p.dim() == 4).shape[1]  # the first conv's
+    images = torch.empty(batch, channels, *size, device="meta")
+    masks = torch.empty(batch, 1, *size, device="meta")
+    with FlopCounterMode(display=False) as counter:
+        F.binary_cross_entropy_with_logits(net(images), masks).backward()
+    return counter.get_total_flops()
