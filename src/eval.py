@@ -39,7 +39,9 @@ def main(cfg: DictConfig) -> float:
         own_val = split_by_car(everything.ids, datamodule.val_fraction, datamodule.split_seed)[1]
         ids = images_to_score(everything.ids, cfg.split, info.split, cars_of(own_val))
         dataset = CarvanaDataset(datamodule.root, ids, image_dir=datamodule.image_dir)
-        predictor = Predictor(torch_forward(model, device), size, tta=cfg.tta)
+        predictor = Predictor(
+            torch_forward(model, device), size, cfg.tta, cfg.tile, cfg.tile_overlap
+        )
         scores = score_images(dataset, predictor, threshold, cfg.batch_size)
         report = write_report(
             Path(cfg.paths.output_dir),

@@ -1,7 +1,8 @@
 """Predict masks for new images: ``python src/predict.py ckpt_path=... input=DIR_OR_FILE``.
 
 Masks at each image's original size, optional overlays, and Kaggle's submission.csv; from a
-checkpoint or from an ONNX model (``onnx_path=...``). The work is in ``carseg.inference``.
+checkpoint or from an ONNX model (``onnx_path=...``), on any number of devices through Lightning's
+predict loop. The work is in ``carseg.prediction``.
 """
 
 from __future__ import annotations
@@ -10,22 +11,20 @@ import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 
 from carseg.checkpoint import load_model
-from carseg.checks import check_device, check_int, check_threshold
+from carseg.checks import check_int, check_threshold
 from carseg.cli import require, run, user_errors_exit
+from carseg.datamodule import resolve_workers
 from carseg.errors import ConfigError
 from carseg.image_io import list_images
-from carseg.inference import (
-    Predictor,
-    check_output_dir,
-    check_unique_names,
-    input_size,
-    onnx_forward,
-    predict_files,
-    torch_forward,
-)
+from carseg.inference import Predictor, check_output_dir, check_unique_names, input_size
+from carseg.prediction import Outputs, PredictionModule, clear, plan
+from carseg.prediction import run as predict
+from carseg.rundir import launched_rank
+from carseg.training import resolve_trainer_config
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
@@ -34,38 +33,52 @@ def main(cfg: DictConfig) -> None:
         require(cfg, "input", "an image file or a folder of images, e.g. input=photos/")
         if bool(cfg.ckpt_path) == bool(cfg.onnx_path):
             raise ConfigError("give one model: ckpt_path=<checkpoint> or onnx_path=<model.onnx>")
+        if cfg.resume and cfg.overwrite:
+            raise ConfigError("resume=true and overwrite=true: choose one")
         check_int("batch_size", cfg.batch_size, 1)
         if cfg.threshold is not None:
             check_threshold("threshold", cfg.threshold)
+        trainer_cfg = resolve_trainer_config(OmegaConf.to_container(cfg.trainer, resolve=True))
         paths = list_images(cfg.input)
         check_unique_names(paths)
-        output_dir = Path(cfg.output_dir)
-        check_output_dir(output_dir, Path(cfg.input), cfg.overwrite)
+        outputs = Outputs(Path(cfg.output_dir), overlays=cfg.overlays)
+        if (launched_rank() or 0) == 0:  # the other processes follow the first's checks
+            check_output_dir(outputs.folder, Path(cfg.input), cfg.overwrite or cfg.resume)
+            if cfg.overwrite:
+                clear(outputs)
         if cfg.ckpt_path:
-            device = check_device("device", cfg.device)
-            model, info = load_model(cfg.ckpt_path, device)
-            forward, size, threshold = torch_forward(model, device), info.size, info.threshold
+            model, info = load_model(cfg.ckpt_path)
+            size, threshold, forward = info.size, info.threshold, None
         else:
             from carseg.export import onnx_metadata
+            from carseg.inference import onnx_forward
 
             meta = onnx_metadata(cfg.onnx_path)
-            forward, size, threshold = onnx_forward(cfg.onnx_path), meta["size"], meta["threshold"]
-        predictor = Predictor(forward, input_size(size, cfg.size), tta=cfg.tta)
-        threshold = threshold if cfg.threshold is None else cfg.threshold
-        run = predict_files(
-            predictor, paths, output_dir, threshold, cfg.batch_size, overlays=cfg.overlays
+            model, size, threshold = None, meta["size"], meta["threshold"]
+            forward = onnx_forward(cfg.onnx_path)
+            trainer_cfg["accelerator"] = "cpu"  # ONNX Runtime's CPU provider
+        predictor = Predictor(
+            forward, input_size(size, cfg.size), cfg.tta, cfg.tile, cfg.tile_overlap
         )
-    print(f"\n{run.written} masks in {output_dir / 'masks'}")
+        threshold = threshold if cfg.threshold is None else cfg.threshold
+        module = PredictionModule(predictor, threshold, model)
+        todo, writer = plan(paths, outputs, cfg.resume)
+        trainer = instantiate(trainer_cfg, callbacks=[writer], _convert_="all")
+        workers = resolve_workers(cfg.num_workers, trainer.num_devices)
+        merged = predict(trainer, module, todo, writer, cfg.batch_size, workers)
+    if merged is None:  # not the first process: it has written its share
+        return
+    print(f"\n{merged.written} masks in {outputs.masks}")
     if cfg.overlays:
-        print(f"overlays in {output_dir / 'overlays'}")
-    print(f"submission: {run.submission} ({run.written} rows)")
-    if run.failed:
+        print(f"overlays in {outputs.folder / 'overlays'}")
+    print(f"submission: {merged.submission} ({merged.written} rows)")
+    if merged.failed:
         print(
-            f"\nerror: {len(run.failed)} of {len(paths)} inputs could not be read and were skipped "
-            f"(listed in {run.failed_list}):",
+            f"\nerror: {len(merged.failed)} of {len(paths)} inputs could not be read and were "
+            f"skipped (listed in {outputs.failed}):",
             file=sys.stderr,
         )
-        for name, why in list(run.failed.items())[:20]:
+        for name, why in list(merged.failed.items())[:20]:
             print(f"  {name}: {why}", file=sys.stderr)
         raise SystemExit(2)
 

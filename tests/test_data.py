@@ -66,7 +66,7 @@ def test_train_hq_folder_is_read(tiny_set, tmp_path):
 
 
 def test_transforms_resize_normalise_and_keep_masks_binary(tiny_set):
-    ds = CarvanaDataset(tiny_set, transform=build_transforms((48, 64), train=True))
+    ds = CarvanaDataset(tiny_set, transform=build_transforms((48, 64), augment=True))
     raw = CarvanaDataset(tiny_set)
     torch.manual_seed(0)
     for i in range(0, 80, 9):
@@ -76,7 +76,12 @@ def test_transforms_resize_normalise_and_keep_masks_binary(tiny_set):
         assert set(mask.unique().tolist()) <= {0.0, 1.0}
         assert 0.3 < mask.mean() / raw[i][1].mean() < 3  # still the car, not an empty warp
     # normalised: a plain validation transform maps the 0..255 image by ImageNet statistics
-    val = CarvanaDataset(tiny_set, transform=build_transforms((80, 120), train=False))
+    val = CarvanaDataset(
+        tiny_set,
+        transform=build_transforms(
+            (80, 120),
+        ),
+    )
     image, _ = val[0]
     expected = (raw[0][0][..., 0] / 255.0 - IMAGENET_MEAN[0]) / IMAGENET_STD[0]
     assert torch.allclose(image[0], torch.from_numpy(expected).float(), atol=1e-4)
@@ -92,7 +97,7 @@ def test_augmentation_flips_image_and_mask_together(tiny_set):
     assert np.array_equal(out["mask"], mask[:, ::-1])
     assert np.array_equal(out["image"], image[:, ::-1])
     # and the training pipeline changes something from one draw to the next
-    ds = CarvanaDataset(tiny_set, transform=build_transforms((80, 120), train=True))
+    ds = CarvanaDataset(tiny_set, transform=build_transforms((80, 120), augment=True))
     draws = [ds[3][1] for _ in range(8)]
     assert any(not torch.equal(draws[0], d) for d in draws[1:])
 
@@ -176,7 +181,9 @@ def test_cache_gives_the_same_items_and_is_rebuilt_when_a_source_changes(tiny_se
 
     root = tmp_path / "set"
     shutil.copytree(tiny_set, root)
-    transform = build_transforms((32, 48), train=False)
+    transform = build_transforms(
+        (32, 48),
+    )
     plain = CarvanaDataset(root, transform=transform, decode_size=(32, 48))
     cache = ResizedCache.build(CarvanaDataset(root, decode_size=(32, 48)), (32, 48), tmp_path / "c")
     cached = CarvanaDataset(root, transform=transform, decode_size=(32, 48), cache=cache)

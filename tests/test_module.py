@@ -13,7 +13,7 @@ from helpers import build_model
 
 
 def _batch(tiny_set, n=8, size=(48, 64)):
-    ds = CarvanaDataset(tiny_set, transform=build_transforms(size, train=False))
+    ds = CarvanaDataset(tiny_set, transform=build_transforms(size))
     items = [ds[i] for i in range(0, 16 * 5, 10)][:n]
     return torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items])
 

@@ -1,4 +1,5 @@
-"""A disk cache of images and masks already resized to the training size, memory-mapped.
+"""Caches of decoded data: images and masks resized to the training size on disk, memory-mapped
+(``ResizedCache``), and every mask decoded once and kept in memory (``MaskStore``).
 
 Decoding a 1918x1280 JPEG and its GIF mask costs far more than the rest of an item's pipeline. The
 cache does it once: every image and mask is decoded (JPEGs at a reduced scale), resized to the
@@ -14,7 +15,8 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -99,3 +101,56 @@ class ResizedCache:
             time.perf_counter() - started,
         )
         return cls(folder)
+
+
+class MaskStore:
+    """Every mask of a data set decoded once and kept in memory, 1 bit a pixel.
+
+    A 1918x1280 GIF mask takes about 10 ms to decode; unpacking its 307 KB of bits takes well
+    under 1 ms. The store is built in ``setup`` (decoded on a thread pool) as one buffer, which
+    loader workers forked afterwards share (they only read it). Kaggle's 5,088 masks take 1.6 GB.
+    """
+
+    def __init__(
+        self, shapes: dict[str, tuple[int, int]], starts: dict[str, int], bits: np.ndarray
+    ):
+        self.shapes = shapes
+        self.starts = starts
+        self.bits = bits  # uint8: every mask's packed bits, one after the other
+
+    @classmethod
+    def build(
+        cls, ids: Sequence[str], read_mask: Callable[[str], np.ndarray], threads: int
+    ) -> MaskStore:
+        """Decode ``read_mask(image_id)`` for every id on ``threads`` threads and pack it."""
+        started = time.perf_counter()
+        with ThreadPoolExecutor(max(1, threads)) as pool:
+            masks = list(pool.map(lambda i: _packed(read_mask(i)), ids))
+        shapes, starts, offset = {}, {}, 0
+        for image_id, (shape, packed) in zip(ids, masks, strict=True):
+            shapes[image_id], starts[image_id] = shape, offset
+            offset += packed.size
+        bits = np.empty(offset, np.uint8)
+        for image_id, (_, packed) in zip(ids, masks, strict=True):
+            bits[starts[image_id] : starts[image_id] + packed.size] = packed
+        log.info(
+            "Decoded %d masks into memory (%.0f MiB) in %.1f s",
+            len(ids),
+            bits.nbytes / 2**20,
+            time.perf_counter() - started,
+        )
+        return cls(shapes, starts, bits)
+
+    def __contains__(self, image_id: str) -> bool:
+        return image_id in self.shapes
+
+    def get(self, image_id: str) -> np.ndarray:
+        """The mask, ``uint8`` ``(H, W)`` in {0, 1}."""
+        height, width = self.shapes[image_id]
+        start = self.starts[image_id]
+        packed = self.bits[start : start + (height * width + 7) // 8]
+        return np.unpackbits(packed, count=height * width).reshape(height, width)
+
+
+def _packed(mask: np.ndarray) -> tuple[tuple[int, int], np.ndarray]:
+    return (int(mask.shape[0]), int(mask.shape[1])), np.packbits(mask.reshape(-1))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import pickle
 import shutil
 from collections.abc import Mapping
@@ -104,7 +105,7 @@ def load_model(path: str | Path, device: str = "cpu"):
             f"{path} does not fit this version's SegmentationModule (another model config?): "
             f"{first_line}"
         ) from None
-    model.eval().to(device)
+    model.eval().place_on(device)
     size = raw.get("datamodule_hyper_parameters", {}).get("size")
     record = raw.get(DATAMODULE_KEY, {}).get("split")
     return model, ModelInfo(
@@ -154,6 +155,23 @@ def _disk_full(err: BaseException, path: Path) -> bool:
     return False
 
 
+def requeued() -> bool:
+    """Whether SLURM has restarted this job (preempted or timed out, then requeued by Lightning's
+    SLURM environment or by submitit): it runs again, in the same run folder."""
+    return (
+        os.environ.get("SLURM_RESTART_COUNT", "0").isdigit()
+        and int(os.environ.get("SLURM_RESTART_COUNT", "0")) > 0
+    )
+
+
+def newest_in_run(output_dir: Path) -> Path | None:
+    """The newest checkpoint a run folder holds to go on from: ``checkpoints/last.ckpt``, or the
+    ``hpc_ckpt_*.ckpt`` Lightning's SLURM environment saves when it is told to stop."""
+    found = [output_dir / "checkpoints" / "last.ckpt", *output_dir.glob("hpc_ckpt_*.ckpt")]
+    found = [p for p in found if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
 def resolve_resume(
     ckpt_path: str | None,
     output_dir: Path,
@@ -166,13 +184,16 @@ def resolve_resume(
     ``"last"`` means this run folder's ``checkpoints/last.ckpt`` (when the run was restarted in
     its own folder with ``hydra.run.dir=...``), else the newest ``last.ckpt`` under ``runs_dir``.
     Lightning's own ``"last"`` would look only in the new, empty run folder and silently start
-    from scratch.
+    from scratch. A job SLURM requeued resumes from its own folder's newest checkpoint unasked.
 
     Raises:
         ConfigError: ``"last"`` and no run to resume; a checkpoint of another model shape; a run
             that already trained ``max_epochs`` epochs.
         DataNotFoundError, DataError: a path that is missing, not a checkpoint, or unsafe.
     """
+    if not ckpt_path and requeued() and newest_in_run(output_dir) is not None:
+        ckpt_path = str(newest_in_run(output_dir))
+        log.info("SLURM requeued this job: it goes on from %s", ckpt_path)
     if not ckpt_path:
         return None
     if ckpt_path == "last":

@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from carseg.cache import ResizedCache
+from carseg.cache import MaskStore, ResizedCache
 from carseg.checks import check_choice, check_int, check_size
 from carseg.dataset import CarvanaDataset
 from carseg.errors import ConfigError, DataError
@@ -47,11 +47,17 @@ class CarvanaDataModule(pl.LightningDataModule):
 
     Args:
         root: the data folder (Kaggle's layout).
-        size: (height, width) the images are resized to; 320x480 is 1/4 of Carvana's 1280x1918.
+        size: (height, width) the images are resized to; 320x480 is 1/4 of Carvana's 1280x1918,
+            and 1280x1918 itself is no resize. Validation scores whole frames at this size.
+        crop: (height, width) of a random crop of each resized training image, or None: the
+            model trains on crops and validates on whole frames.
+        crop_on_car: the share of training crops centred on a car pixel (the rest anywhere).
         image_dir: ``"train"`` or ``"train_hq"``.
         val_fraction: share of the cars held out for validation, in (0, 1).
         split_seed: seed of the split by car.
-        batch_size: training batch size; validation uses the same.
+        batch_size: training batch size.
+        val_batch_size: validation batch size; None: ``batch_size`` (with crops, whole validation
+            frames are larger than training crops: a smaller one may be needed).
         num_workers: loader worker processes (0 loads in the main process), or ``"auto"``.
         pin_memory: page-locked batches, for a faster host-to-GPU copy; None: when CUDA is there.
         persistent_workers: keep workers between epochs (only with ``num_workers > 0``).
@@ -60,6 +66,8 @@ class CarvanaDataModule(pl.LightningDataModule):
         cache: keep every image and mask resized to ``size`` in a memory-mapped file under
             ``cache_dir`` (built once; rebuilt when a source file changes).
         cache_dir: the folder caches are kept in (needed with ``cache``).
+        mask_cache: decode every mask once in ``setup`` and keep it in memory, 1 bit a pixel
+            (shared by the loader workers), instead of decoding its file every epoch.
         validate: check every image and mask (headers, sizes, RLE rows) before training starts.
         on_bad_file: ``"error"`` stops before training with every problem listed; ``"skip"``
             trains without the images that have one (listed in a warning).
@@ -73,10 +81,13 @@ class CarvanaDataModule(pl.LightningDataModule):
         *,
         root: str | Path,
         size: list[int],
+        crop: list[int] | None,
+        crop_on_car: float,
         image_dir: str,
         val_fraction: float,
         split_seed: int,
         batch_size: int,
+        val_batch_size: int | None,
         num_workers: int | str,
         pin_memory: bool | None,
         persistent_workers: bool,
@@ -84,14 +95,25 @@ class CarvanaDataModule(pl.LightningDataModule):
         jpeg_draft: bool,
         cache: bool,
         cache_dir: str | Path | None,
+        mask_cache: bool,
         validate: bool,
         on_bad_file: str,
         synthetic: dict | None,
     ) -> None:
         super().__init__()
         self.size = check_size("data.size", size)
+        self.crop = None if crop is None else check_size("data.crop", crop)
+        if self.crop is not None and (self.crop[0] > self.size[0] or self.crop[1] > self.size[1]):
+            raise ConfigError(
+                f"data.crop={list(self.crop)} does not fit in the resized frame data.size="
+                f"{list(self.size)}: a crop must lie inside the image"
+            )
+        if isinstance(crop_on_car, bool) or not 0.0 <= float(crop_on_car) <= 1.0:
+            raise ConfigError(f"data.crop_on_car must be a share from 0 to 1, got {crop_on_car!r}")
         check_val_fraction(val_fraction)
         check_int("data.batch_size", batch_size, 1)
+        if val_batch_size is not None:
+            check_int("data.val_batch_size", val_batch_size, 1)
         check_int("data.split_seed", split_seed, 0)
         resolve_workers(num_workers)  # checked now, resolved per process in setup
         check_choice("data.on_bad_file", on_bad_file, ON_BAD_FILE)
@@ -103,6 +125,7 @@ class CarvanaDataModule(pl.LightningDataModule):
         self.hparams.update(
             root=str(root),
             size=list(self.size),
+            crop=None if self.crop is None else list(self.crop),
             cache_dir=None if cache_dir is None else str(cache_dir),
         )
         self.root = Path(root).expanduser()
@@ -110,6 +133,8 @@ class CarvanaDataModule(pl.LightningDataModule):
         self.val_fraction = val_fraction
         self.split_seed = split_seed
         self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.crop_on_car = float(crop_on_car)
         self.num_workers = num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.persistent_workers = persistent_workers
@@ -119,6 +144,7 @@ class CarvanaDataModule(pl.LightningDataModule):
         self.jpeg_draft = jpeg_draft
         self.cache = cache
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
+        self.mask_cache = mask_cache
         self.synthetic = dict(synthetic) if synthetic else None
         self.train_set: CarvanaDataset | None = None
         self.val_set: CarvanaDataset | None = None
@@ -148,24 +174,28 @@ class CarvanaDataModule(pl.LightningDataModule):
         )
         self._check_resumed_split()
         decode_size = self.size if self.jpeg_draft else None
-        cache = None
+        usable = CarvanaDataset(self.root, ids, image_dir=self.image_dir, decode_size=decode_size)
+        cache = masks = None
         if self.cache:
-            usable = CarvanaDataset(
-                self.root, ids, image_dir=self.image_dir, decode_size=decode_size
-            )
             cache = ResizedCache.build(usable, self.size, self.cache_dir)
+        elif self.mask_cache:
+            masks = MaskStore.build(
+                usable.ids, usable.load_mask, threads=resolve_workers("auto") + 1
+            )
         common = {
             "image_dir": self.image_dir,
             "skip_missing_masks": skip,
             "decode_size": decode_size,
             "cache": cache,
+            "masks": masks,
         }
         self.train_set = CarvanaDataset(
-            self.root, train_ids, build_transforms(self.size, train=self.augment), **common
+            self.root,
+            train_ids,
+            build_transforms(self.size, self.augment, self.crop, self.crop_on_car),
+            **common,
         )
-        self.val_set = CarvanaDataset(
-            self.root, val_ids, build_transforms(self.size, train=False), **common
-        )
+        self.val_set = CarvanaDataset(self.root, val_ids, build_transforms(self.size), **common)
         log.info(
             "Carvana data %s: %d train / %d val images (%d / %d cars), resized to %dx%d",
             self.root,
@@ -228,12 +258,12 @@ class CarvanaDataModule(pl.LightningDataModule):
             "with the run's data settings"
         )
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, shuffle: bool, batch_size: int) -> DataLoader:
         processes = self.trainer.num_devices if self.trainer is not None else 1
         workers = resolve_workers(self.num_workers, processes)
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
+            batch_size=batch_size,
             shuffle=shuffle,
             drop_last=False,  # every validation image counts; a short last train batch is fine
             num_workers=workers,
@@ -242,7 +272,7 @@ class CarvanaDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        return self._loader(self.train_set, shuffle=True, batch_size=self.batch_size)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        return self._loader(self.val_set, shuffle=False, batch_size=self.val_batch_size)

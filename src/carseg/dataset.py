@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from carseg.cache import ResizedCache
+from carseg.cache import MaskStore, ResizedCache
 from carseg.errors import DataError, DataNotFoundError
 from carseg.image_io import (
     IMAGE_EXTENSIONS,
@@ -79,6 +79,7 @@ class CarvanaDataset(Dataset):
             scale no smaller than that (see ``carseg.image_io.read_image``). None: full size.
         cache: a ``ResizedCache`` holding this set's images and masks already resized: items come
             from it instead of the files.
+        masks: a ``MaskStore`` holding this set's masks decoded: masks come from it.
 
     Items are ``(image, mask)``: with the usual transforms a float tensor ``(3, H, W)`` and a float
     tensor ``(1, H, W)`` in {0, 1}; without, ``uint8`` arrays ``(H, W, 3)`` and ``(H, W)``.
@@ -93,8 +94,10 @@ class CarvanaDataset(Dataset):
         skip_missing_masks: bool = False,
         decode_size: Sequence[int] | None = None,
         cache: ResizedCache | None = None,
+        masks: MaskStore | None = None,
     ) -> None:
         self.root = Path(root).expanduser()
+        self.masks = masks
         self.decode_size = tuple(decode_size) if decode_size is not None else None
         self.cache = cache
         self.image_dir = self.root / image_dir
@@ -200,6 +203,8 @@ class CarvanaDataset(Dataset):
     def load_mask(self, image_id: str, shape: tuple[int, int] | None = None) -> np.ndarray:
         """The mask as ``uint8`` ``(H, W)`` in {0, 1}; ``shape`` is needed for RLE masks (read from
         the image's header if not given)."""
+        if self.masks is not None and image_id in self.masks:
+            return self.masks.get(image_id)
         if image_id in self.mask_paths:
             return read_mask(self.mask_paths[image_id])
         if shape is None:

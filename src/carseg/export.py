@@ -29,8 +29,7 @@ def export_onnx(model: torch.nn.Module, info: ModelInfo, path: Path, opset: int 
         raise ConfigError(
             "ONNX export needs onnx and onnxscript: pip install -e '.[onnx]'"
         ) from None
-    net = model.net if hasattr(model, "net") else model
-    net = net.eval().cpu()
+    net = _plain(model)
     height, width = info.size or (320, 480)  # only the example's size: the axes stay dynamic
     example = torch.randn(1, 3, height, width)
     dims = {
@@ -58,6 +57,13 @@ def export_onnx(model: torch.nn.Module, info: ModelInfo, path: Path, opset: int 
     return path
 
 
+def _plain(model: torch.nn.Module) -> torch.nn.Module:
+    """The bare U-Net, in eval mode on the CPU, its weights in the usual (NCHW) layout: an
+    exported graph takes any layout of input, whatever layout training ran in."""
+    net = model.net if hasattr(model, "net") else model
+    return net.eval().to(device="cpu", memory_format=torch.contiguous_format)
+
+
 def onnx_metadata(path: str | Path) -> dict:
     """The training size, threshold and hyperparameters stored in an exported ONNX file."""
     import onnx
@@ -71,8 +77,7 @@ def onnx_metadata(path: str | Path) -> dict:
 
 def export_torchscript(model: torch.nn.Module, path: Path) -> Path:
     """Write ``model`` as a scripted TorchScript module (``torch.jit.load`` reads it)."""
-    net = model.net if hasattr(model, "net") else model
-    scripted = torch.jit.script(net.eval().cpu())
+    scripted = torch.jit.script(_plain(model))
     with atomic_file(path) as tmp:
         scripted.save(str(tmp))
     return path

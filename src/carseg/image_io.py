@@ -179,52 +179,69 @@ def read_mask(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     with _opened(path, "Mask") as img:
-        grey, depth_max = _grey_levels(img)
-    peak = int(grey.max(initial=0))
+        values, levels, depth_max = _mask_values(img)
+    if levels is not None:  # 8-bit values: decide per value, then look every pixel up once
+        top = int(values.max(initial=0))
+        if top <= 1:  # (Kaggle's GIFs) the used values are known without counting them
+            used = levels[: top + 1]
+        else:
+            used = levels[np.bincount(values.ravel(), minlength=256)[: len(levels)] > 0]
+        car = _car(levels, used, depth_max, path)
+        if top <= 1 and car[0] == 0 and car[1] == 1:
+            return values.copy()  # already {0, 1}, car = 1 (a copy: Pillow's is read-only)
+        return car[values]
+    return _car(values, values, depth_max, path)
+
+
+def _car(levels: np.ndarray, used: np.ndarray, depth_max: int, path: Path) -> np.ndarray:
+    """``levels`` as {0, 1} car, by the rule of ``read_mask`` applied to the ``used`` levels."""
+    peak = int(used.max(initial=0))
     if peak <= 1:
-        return grey.astype(np.uint8)
+        return (levels == 1).astype(np.uint8)
     middle = depth_max // 2
     if peak <= middle:
-        values = np.unique(grey)
-        shown = ", ".join(map(str, values[:6])) + (" ..." if len(values) > 6 else "")
+        shown = ", ".join(map(str, np.unique(used)[:6])) + (" ..." if len(used) > 6 else "")
         raise UnreadableFileError(
             path,
             f"the mask holds the values {{{shown}}}: not labels 0/1 and not black and white "
             f"(every value is at most {peak} of {depth_max}); save masks with 0 for background "
             "and 1 or 255 for car",
         )
-    return (grey > middle).astype(np.uint8)
+    return (levels > middle).astype(np.uint8)
 
 
-def _grey_levels(img: Image.Image) -> tuple[np.ndarray, int]:
-    """The grey level of every pixel, and the largest level of the image's depth."""
+def _mask_values(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """``(values, levels, depth_max)``: the stored values and, for 8-bit values, the grey level
+    each value shows (a palette's colours; None where the values are the levels), and the
+    largest level of the image's depth."""
     mode = img.mode
     if mode == "1":
-        return np.asarray(img).astype(np.uint8), 1
+        return np.asarray(img).astype(np.uint8), None, 1
     if mode in ("P", "PA"):
         indices = np.asarray(img.convert("P") if mode == "PA" else img)
         entries = np.asarray(img.getpalette() or [], np.uint8).reshape(-1, 3)[:256]
         if indices.max(initial=0) >= len(entries):  # no colour for some index: the indices are it
-            return indices, 255
-        return entries.max(axis=1)[indices], 255
+            return indices, np.arange(256), 255
+        return indices, entries.max(axis=1).astype(np.int64), 255
+    if mode in ("L", "LA"):
+        return np.asarray(img.convert("L") if mode == "LA" else img), np.arange(256), 255
     if mode == "F":  # float: [0, 1] or [0, 255]
         values = np.clip(np.nan_to_num(np.asarray(img)), 0, None)
-        return (values * (255 if values.max(initial=0) <= 1 else 1)).round().astype(np.int64), 255
+        scale = 255 if values.max(initial=0) <= 1 else 1
+        return (values * scale).round().astype(np.int64), None, 255
     if mode in _SIXTEEN_BIT_MODES or mode == "I":
         values = np.asarray(img).astype(np.int64)
         wide = mode != "I" or values.max(initial=0) > 255
-        return values, 65535 if wide else 255
-    if mode in ("L", "LA"):
-        return np.asarray(img.convert("L") if mode == "LA" else img), 255
-    return np.asarray(img.convert("RGB")).max(axis=2), 255
+        return values, None, 65535 if wide else 255
+    return np.asarray(img.convert("RGB")).max(axis=2), np.arange(256), 255
 
 
-def save_mask(mask: np.ndarray, path: str | Path) -> None:
-    """A {0, 1} mask as a palette image (PNG or GIF, by the suffix): index 0 black, index 1
-    white, like Kaggle's GIFs."""
+def save_mask(mask: np.ndarray, path: str | Path, format: str | None = None) -> None:
+    """A {0, 1} mask as a palette image (PNG or GIF: ``format``, else by the suffix): index 0
+    black, index 1 white, like Kaggle's GIFs."""
     image = Image.frombytes("P", (mask.shape[1], mask.shape[0]), mask.astype(np.uint8).tobytes())
     image.putpalette([0, 0, 0, 255, 255, 255])
-    image.save(path)
+    image.save(path, format=format)
 
 
 def list_images(path: str | Path) -> list[Path]:

@@ -7,22 +7,16 @@ Test-time augmentation averages the probabilities of the image and of its mirror
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
-from carseg import drawing
 from carseg.checks import check_int, check_size
-from carseg.errors import ConfigError, DataError, UnreadableFileError
-from carseg.image_io import read_image, save_mask
-from carseg.rle import rle_encode, write_rle_csv
+from carseg.errors import ConfigError, DataError
 from carseg.transforms import build_transforms
 
 log = logging.getLogger(__name__)
@@ -74,34 +68,129 @@ def input_size(recorded: Sequence[int] | None, override: Sequence[int] | None) -
     return check_size("size", list(recorded))
 
 
+class ModelInput:
+    """A uint8 RGB image ``(H, W, 3)`` as the model's input ``(3, h, w)``: resized to the model's
+    size (unless it has it already) and normalised, as in training."""
+
+    def __init__(self, size: Sequence[int]) -> None:
+        self.size = (int(size[0]), int(size[1]))
+        self.resize = build_transforms(self.size)
+        self.normalise = build_transforms(self.size, resize=False)
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        transform = self.normalise if image.shape[:2] == self.size else self.resize
+        return transform(image=image)["image"]
+
+
 class Predictor:
     """Probabilities at each image's original size.
+
+    Each image is resized to the model's size (no resize when it already has it), run through the
+    model whole, or in overlapping tiles when ``tile`` is given, and its probabilities are
+    resized back (bilinear) to the image's own size.
 
     Args:
         forward: the model (``torch_forward`` or ``onnx_forward``).
         size: (height, width) the model expects (its training size).
         tta: also predict the mirror image and average the probabilities.
+        tile: (height, width) of the tiles a frame is predicted in, for frames that do not fit
+            the device's memory whole; None: whole frames.
+        tile_overlap: pixels neighbouring tiles share; their probabilities are blended there with
+            a raised-cosine window, so no seam shows.
     """
 
-    def __init__(self, forward: Forward, size: Sequence[int], tta: bool = False) -> None:
+    def __init__(
+        self,
+        forward: Forward,
+        size: Sequence[int],
+        tta: bool = False,
+        tile: Sequence[int] | None = None,
+        tile_overlap: int = 64,
+    ) -> None:
         self.forward = forward
         self.size = (int(size[0]), int(size[1]))
         self.tta = tta
-        self.transform = build_transforms(self.size, train=False)
+        self.tile = None if tile is None else check_size("tile", list(tile))
+        if self.tile is not None:
+            check_int("tile_overlap", tile_overlap, 0)
+            if tile_overlap >= min(self.tile):
+                raise ConfigError(
+                    f"tile_overlap={tile_overlap} must be smaller than the tile {list(self.tile)}"
+                )
+        self.tile_overlap = tile_overlap
+        self.prepare = ModelInput(self.size)
+
+    def model_probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+        """Probabilities ``(B, 1, h, w)`` at the model's size of prepared images ``(B, 3, h, w)``,
+        on the device ``forward`` returns them on."""
+        probs = self._probabilities(batch)
+        if self.tta:
+            probs = (probs + self._probabilities(batch.flip(-1)).flip(-1)) / 2
+        return probs
 
     def probabilities(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Car probability maps, float32 ``(H_i, W_i)``, for uint8 RGB images ``(H_i, W_i, 3)``."""
-        batch = torch.stack([self.transform(image=image)["image"] for image in images])
-        probs = torch.sigmoid(self.forward(batch))  # (B, 1, h, w) at the model's size
-        if self.tta:
-            mirrored = torch.sigmoid(self.forward(batch.flip(-1))).flip(-1)
-            probs = (probs + mirrored) / 2
+        probs = self.model_probabilities(torch.stack([self.prepare(image) for image in images]))
         return [
-            F.interpolate(p[None], size=image.shape[:2], mode="bilinear", align_corners=False)[
-                0, 0
-            ].numpy()
+            at_size(p, image.shape[:2]).cpu().numpy()
             for p, image in zip(probs, images, strict=True)
         ]
+
+    def _probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.tile is None:
+            return torch.sigmoid(self.forward(batch))
+        return tiled_probabilities(self.forward, batch, self.tile, self.tile_overlap)
+
+
+def at_size(probs: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Probabilities ``(1, h, w)`` resized (bilinear) to ``size`` (H, W): ``(H, W)``; not
+    resized when they have it. Bilinear probabilities, thresholded after, put the car's edge
+    between the model's pixels, as Kaggle scored masks at the photo's own size."""
+    if tuple(probs.shape[-2:]) == tuple(size):
+        return probs[0]
+    return F.interpolate(probs[None], size=tuple(size), mode="bilinear", align_corners=False)[0, 0]
+
+
+def _starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Tile origins covering ``length``, ``tile - overlap`` apart, the last flush with the end."""
+    if tile >= length:
+        return [0]
+    step = tile - overlap
+    starts = list(range(0, length - tile, step))
+    return [*starts, length - tile]
+
+
+def _window(length: int, overlap: int) -> torch.Tensor:
+    """1 in the middle, rising along a raised cosine over ``overlap`` pixels at each end (never
+    quite 0, so that a pixel only one tile covers keeps its prediction)."""
+    weights = torch.ones(length)
+    if overlap > 0:
+        ramp = 0.5 - 0.5 * torch.cos(torch.pi * (torch.arange(overlap) + 0.5) / overlap)
+        weights[:overlap] = ramp
+        weights[length - overlap :] = torch.minimum(weights[length - overlap :], ramp.flip(0))
+    return weights.clamp_min(1e-3)
+
+
+def tiled_probabilities(
+    forward: Forward, batch: torch.Tensor, tile: Sequence[int], overlap: int
+) -> torch.Tensor:
+    """Probabilities ``(B, 1, H, W)`` of normalised images ``(B, 3, H, W)``, predicted tile by
+    tile (``tile`` = (height, width)) and blended where tiles overlap."""
+    _, _, height, width = batch.shape
+    tile_h, tile_w = min(tile[0], height), min(tile[1], width)
+    window = (
+        _window(tile_h, min(overlap, tile_h - 1))[:, None]
+        * _window(tile_w, min(overlap, tile_w - 1))[None, :]
+    )
+    total = torch.zeros(batch.shape[0], 1, height, width)
+    weight = torch.zeros(1, 1, height, width)
+    for top in _starts(height, tile_h, overlap):
+        for left in _starts(width, tile_w, overlap):
+            crop = batch[..., top : top + tile_h, left : left + tile_w]
+            probs = torch.sigmoid(forward(crop.contiguous()))
+            total[..., top : top + tile_h, left : left + tile_w] += probs * window
+            weight[..., top : top + tile_h, left : left + tile_w] += window
+    return total / weight
 
 
 def batched(items: Sequence, size: int) -> Iterator[Sequence]:
@@ -158,71 +247,3 @@ def check_unique_names(paths: Sequence[Path]) -> None:
             + "\n".join(lines)
             + "\nRename them, or predict them from separate folders"
         )
-
-
-@dataclass
-class PredictionRun:
-    """What ``predict_files`` wrote and what it could not read."""
-
-    submission: Path
-    written: int
-    failed: dict[str, str] = field(default_factory=dict)  # input file name -> why it failed
-    failed_list: Path | None = None  # failed.csv, when some inputs failed
-
-
-def predict_files(
-    predictor: Predictor,
-    paths: Sequence[Path],
-    output_dir: Path,
-    threshold: float,
-    batch_size: int = 4,
-    overlays: bool = False,
-    progress: bool = True,
-) -> PredictionRun:
-    """Write ``masks/<stem>_mask.png`` at each image's original size, ``overlays/`` if asked, and
-    ``submission.csv`` (Kaggle's ``img,rle_mask``, one row per image written, in input order).
-
-    An input that cannot be read is listed in ``failed.csv`` (file, reason) and skipped; the others
-    are written.
-    """
-    from tqdm.auto import tqdm
-
-    check_unique_names(paths)
-    (output_dir / "masks").mkdir(parents=True, exist_ok=True)
-    if overlays:
-        (output_dir / "overlays").mkdir(exist_ok=True)
-    rows: list[tuple[str, str]] = []
-    failed: dict[str, str] = {}
-    for batch in tqdm(
-        list(batched(paths, batch_size)), desc="predicting", unit="batch", disable=not progress
-    ):
-        readable, images = [], []
-        for path in batch:
-            try:
-                images.append(read_image(path)[0])
-                readable.append(path)
-            except UnreadableFileError as err:
-                failed[path.name] = err.reason
-                log.warning("Skipped %s: %s", path, err.reason)
-        if not images:
-            continue
-        for path, image, prob in zip(
-            readable, images, predictor.probabilities(images), strict=True
-        ):
-            mask = (prob > threshold).astype(np.uint8)
-            save_mask(mask, output_dir / "masks" / mask_name(path))
-            if overlays:
-                Image.fromarray(drawing.overlay(image, mask)).save(
-                    output_dir / "overlays" / f"{path.stem}_overlay.jpg", quality=90
-                )
-            rows.append((path.name, rle_encode(mask)))
-    submission = output_dir / "submission.csv"
-    write_rle_csv(submission, rows)
-    run = PredictionRun(submission, len(rows), failed)
-    if failed:
-        run.failed_list = output_dir / "failed.csv"
-        with run.failed_list.open("w", newline="") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(["img", "reason"])
-            writer.writerows(failed.items())
-    return run

@@ -8,6 +8,8 @@ their defaults live.
 
 from __future__ import annotations
 
+import logging
+
 import pytorch_lightning as pl
 import torch
 
@@ -23,7 +25,20 @@ from carseg.losses import SegmentationLoss
 from carseg.metrics import carvana_dice
 from carseg.model import UNet
 
+log = logging.getLogger(__name__)
+
 SCHEDULERS = ("none", "cosine", "plateau")
+SWITCH = (True, False, "auto")
+# channels_last: auto turns it on where ``make bench`` measured it faster: CUDA (tensor cores
+# want NHWC: 2x on an H200) and the CPU (see CPU_CHANNELS_LAST).
+CPU_CHANNELS_LAST = True
+
+
+def channels_last_on(setting: bool | str, device: torch.device) -> bool:
+    """Whether ``model.channels_last`` (true, false or auto) means NHWC on ``device``."""
+    if setting == "auto":
+        return device.type == "cuda" or (device.type == "cpu" and CPU_CHANNELS_LAST)
+    return bool(setting)
 
 
 class SegmentationModule(pl.LightningModule):
@@ -42,10 +57,13 @@ class SegmentationModule(pl.LightningModule):
         scheduler: ``"none"``, ``"cosine"`` (to zero over ``max_epochs``) or ``"plateau"`` (halve
             the rate when ``val/dice`` stalls for 2 epochs).
         threshold: probability above which a pixel is car, for the Dice metric.
-        channels_last: keep weights and activations in NHWC memory layout (faster convolutions on
-            recent CPUs and on tensor-core GPUs; results are the same).
-        compile: run the training forward through ``torch.compile`` (the checkpoint keeps the
-            plain module's weights; validation and inference run eagerly).
+        channels_last: keep weights and activations in NHWC memory layout: true, false, or
+            ``"auto"`` (on where it is faster, see ``channels_last_on``). Results are the same.
+        compile: run the training forward through ``torch.compile`` (validation and inference
+            run eagerly). If compiling fails, training goes on eagerly with a warning.
+
+    Checkpoints hold the plain module's weights in the usual layout whatever the switches, so a
+    model trained with them loads and predicts without them.
     """
 
     def __init__(
@@ -62,7 +80,7 @@ class SegmentationModule(pl.LightningModule):
         weight_decay: float,
         scheduler: str,
         threshold: float,
-        channels_last: bool,
+        channels_last: bool | str,
         compile: bool,
     ) -> None:
         super().__init__()
@@ -73,36 +91,52 @@ class SegmentationModule(pl.LightningModule):
         check_non_negative("model.weight_decay", weight_decay)
         check_choice("model.scheduler", scheduler, SCHEDULERS)
         check_threshold("model.threshold", threshold)
+        check_choice("model.channels_last", channels_last, SWITCH)
         self.save_hyperparameters()
         self.net = UNet(in_channels, 1, base_width, depth, bilinear, batch_norm)
         self.criterion = SegmentationLoss(loss, dice_weight)
         self.val_dice = carvana_dice()
-        if channels_last:
-            self.net.to(memory_format=torch.channels_last)
+        self._channels_last = False  # resolved for the device in setup() / place_on()
         self._compiled: torch.nn.Module | None = None  # set in setup() when compiling
+        self._nonfinite: torch.Tensor | None = None  # the steps' losses, checked before a step
+
+    def place_on(self, device: str | torch.device) -> SegmentationModule:
+        """Move to ``device`` in the memory layout ``channels_last`` means there."""
+        device = torch.device(device)
+        self._channels_last = channels_last_on(self.hparams.channels_last, device)
+        layout = torch.channels_last if self._channels_last else torch.contiguous_format
+        return self.to(device=device, memory_format=layout)
 
     def setup(self, stage: str) -> None:
+        self.place_on(self.trainer.strategy.root_device)
         if self.hparams.compile and self._compiled is None:
             # Kept out of _modules so the checkpoint holds the plain module's weights only.
             self.__dict__["_compiled"] = torch.compile(self.net)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, 1, H, W)`` for normalised images ``(B, C, H, W)``."""
-        if self.hparams.channels_last:
+        if self._channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        net = self._compiled if self._compiled is not None and self.training else self.net
-        return net(images)
+        if self._compiled is not None and self.training:
+            try:
+                return self._compiled(images)
+            except Exception as err:  # a compiler that fails here fails for every batch
+                log.warning(
+                    "torch.compile failed (%s: %s); training goes on without it (model.compile)",
+                    type(err).__name__,
+                    str(err).strip().splitlines()[0] if str(err).strip() else "",
+                )
+                self.__dict__["_compiled"] = None
+        return self.net(images)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         images, masks = batch
         loss = self.criterion(self(images), masks)
-        if not torch.isfinite(loss):
-            # Stop before the optimiser writes NaN into the weights; checkpoints stay as they were.
-            raise TrainingDivergedError(
-                f"The training loss became {loss.item()} at epoch {self.current_epoch}, batch "
-                f"{batch_idx} (global step {self.global_step}). Lower model.lr, or check the "
-                "data for broken images"
-            )
+        # Checked in on_before_optimizer_step: testing it here would make the CPU wait for the
+        # GPU's forward pass before it may queue the backward pass, every step.
+        finite = torch.isfinite(loss.detach())
+        self._nonfinite = ~finite if self._nonfinite is None else self._nonfinite | ~finite
+        self._last_loss = (loss.detach(), batch_idx)
         self.log(
             "train/loss",
             loss,
@@ -112,6 +146,21 @@ class SegmentationModule(pl.LightningModule):
             batch_size=images.shape[0],
         )
         return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Stop before the optimiser writes NaN into the weights; checkpoints stay as they were."""
+        nonfinite, self._nonfinite = self._nonfinite, None
+        if nonfinite is not None and bool(nonfinite):
+            loss, batch_idx = self._last_loss
+            raise TrainingDivergedError(
+                f"The training loss became {loss.item()} at epoch {self.current_epoch}, batch "
+                f"{batch_idx} (global step {self.global_step}). Lower model.lr, or check the "
+                "data for broken images"
+            )
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Plain weights in the usual (NCHW) layout, whatever layout training used."""
+        checkpoint["state_dict"] = {k: v.contiguous() for k, v in checkpoint["state_dict"].items()}
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, masks = batch
@@ -130,8 +179,12 @@ class SegmentationModule(pl.LightningModule):
         self.log("val/dice", self.val_dice, on_epoch=True, prog_bar=True)
 
     def configure_optimizers(self):
+        # On CUDA one fused kernel updates every parameter (Lightning has moved the model there).
         optimizer = torch.optim.Adam(
-            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+            self.parameters(),
+            lr=self.hparams.lr,
+            weight_decay=self.hparams.weight_decay,
+            fused=True if self.device.type == "cuda" else None,
         )
         if self.hparams.scheduler == "cosine":
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(

@@ -37,7 +37,7 @@ def reset_job_started() -> None:
     _job_started = False
 
 
-def _launched_rank() -> int | None:
+def launched_rank() -> int | None:
     """This process's rank when a launcher (Lightning's DDP, torchrun, SLURM) started it."""
     for key in ("LOCAL_RANK", "RANK", "SLURM_PROCID"):
         if os.environ.get(key, "").isdigit():
@@ -64,7 +64,7 @@ def check_run_folder(folder: Path, ckpt_path: Any = None, overwrite: bool = Fals
     Raises:
         ConfigError: the folder holds an earlier run, with how to go on.
     """
-    if (_launched_rank() or 0) > 0:
+    if (launched_rank() or 0) > 0:
         return  # another rank of this job: rank 0 has claimed the folder
     found = earlier_run(folder)
     if not found:
@@ -73,6 +73,10 @@ def check_run_folder(folder: Path, ckpt_path: Any = None, overwrite: bool = Fals
         return
     if overwrite:
         return
+    from carseg.checkpoint import newest_in_run, requeued
+
+    if requeued() and newest_in_run(folder) is not None:
+        return  # the same job, run again by SLURM: it resumes in its folder
     if ckpt_path == "last" and (folder / "checkpoints" / "last.ckpt").is_file():
         return
     if ckpt_path and ckpt_path != "last":

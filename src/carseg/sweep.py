@@ -16,6 +16,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,9 +64,16 @@ class Job:
 
     @property
     def status(self) -> str:
+        """``completed``, ``failed``, ``interrupted``, ``running``, or ``killed``: a job whose
+        summary says running but whose process is gone from this host (SIGKILL, out of memory)."""
         if self.summary is None:
             return self.problem or NO_RESULT
-        return str(self.summary.get("status", "unknown"))
+        status = str(self.summary.get("status", "unknown"))
+        if status == "running" and self.summary.get("host") == socket.gethostname():
+            pid = self.summary.get("pid")
+            if isinstance(pid, int) and not _alive(pid):
+                return "killed"
+        return status
 
     def get(self, key: str) -> Any:
         return (self.summary or {}).get(key)
@@ -86,6 +95,16 @@ class SweepReport:
     @property
     def best(self) -> Job | None:
         return self.jobs[0] if self.jobs and self.jobs[0].best_val_dice is not None else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def parse_overrides(lines: Sequence[str]) -> dict[str, str]:

@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import socket
 import subprocess
 import time
 from datetime import datetime, timezone
@@ -51,14 +53,16 @@ def git_commit(folder: str | Path) -> dict[str, Any]:
 class RunSummary(pl.Callback):
     """Write ``summary.json`` into the run folder when ``fit`` ends (or fails).
 
-    Keys: ``status`` (``completed``, ``failed`` or ``interrupted``), ``monitor``,
+    Keys: ``status`` (``running`` from the start of ``fit``, then ``completed``, ``failed`` or
+    ``interrupted``), ``monitor``,
     ``best_val_dice`` and ``best_epoch`` (the best value of ``monitor``; from the checkpoint
     callback when it monitors the same metric, which also covers a resumed run), ``epochs_run``,
     ``global_step``, ``wall_time_s`` (from the start of the fit loop, after the data's setup, to
     its end), ``train_images``, ``train_time_s`` (training batches only: loading and the
     optimiser step included, validation excluded) and ``train_images_per_s``,
     ``best_checkpoint``, ``last_checkpoint``, ``git_commit``, ``git_dirty``, ``started``,
-    ``finished`` (ISO times) and, for a failed run, ``error``.
+    ``finished`` (ISO times), ``host`` and ``pid`` (the process that trained) and, for a failed
+    run, ``error``.
 
     Args:
         output_dir: the run folder (Hydra's ``${paths.output_dir}``).
@@ -99,6 +103,9 @@ class RunSummary(pl.Callback):
     # that ran inside it (val_check_interval < 1)
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._reset()
+        # "running" until the fit ends: a job killed outright (SIGKILL, a lost node) leaves this,
+        # with its process and host, for carseg.sweep to tell from a job still running
+        self._write(trainer, "running")
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_start = time.perf_counter()
@@ -168,8 +175,14 @@ class RunSummary(pl.Callback):
             "last_checkpoint": best.last_checkpoint,
             "git_commit": git["commit"],
             "git_dirty": git["dirty"],
-            "started": self._started.isoformat(timespec="seconds"),
-            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "started": self._started.isoformat(timespec="milliseconds"),
+            "finished": (
+                None
+                if status == "running"
+                else datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+            ),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
         }
 
     def _write(self, trainer: pl.Trainer, status: str, error: str | None = None) -> None:
@@ -179,4 +192,5 @@ class RunSummary(pl.Callback):
         if error is not None:
             content["error"] = error
         write_json(self.path, content)
-        log.info("Run summary written to %s", self.path)
+        if status != "running":
+            log.info("Run summary written to %s", self.path)

@@ -1,0 +1,130 @@
+"""The speed switches change nothing but speed: channels_last and torch.compile give the plain
+model's logits, loss and gradients, a failed compile falls back to eager, and a checkpoint
+trained with them loads and predicts without them."""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from carseg.checkpoint import load_model
+from carseg.module import CPU_CHANNELS_LAST, channels_last_on
+from helpers import build_model
+
+
+def _batch(n: int = 2, size: tuple[int, int] = (37, 53)) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(n, 3, *size, generator=generator)
+    masks = (torch.rand(n, 1, *size, generator=generator) > 0.6).float()
+    return images, masks
+
+
+def _loss_and_grads(module, images, masks):
+    module.zero_grad()
+    logits = module(images)
+    loss = module.criterion(logits, masks)
+    loss.backward()
+    return logits.detach(), loss.detach(), {n: p.grad.clone() for n, p in module.named_parameters()}
+
+
+def test_channels_last_gives_the_plain_logits_loss_and_gradients():
+    torch.manual_seed(0)
+    plain = build_model(base_width=4, depth=2, channels_last=False, loss="bce_dice").place_on("cpu")
+    fast = build_model(base_width=4, depth=2, channels_last=True, loss="bce_dice").place_on("cpu")
+    fast.load_state_dict(plain.state_dict())
+    conv = fast.net.inc.block[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    images, masks = _batch()
+    a, b = _loss_and_grads(plain, images, masks), _loss_and_grads(fast, images, masks)
+    assert torch.allclose(a[0], b[0], atol=1e-5) and torch.allclose(a[1], b[1], atol=1e-6)
+    for name in a[2]:
+        assert torch.allclose(a[2][name], b[2][name], atol=1e-4, rtol=1e-4), name
+
+
+def test_auto_means_nhwc_on_cuda_and_what_the_bench_measured_on_the_cpu():
+    assert channels_last_on("auto", torch.device("cuda")) is True
+    assert channels_last_on("auto", torch.device("cpu")) is CPU_CHANNELS_LAST
+    assert channels_last_on(False, torch.device("cuda")) is False
+    assert channels_last_on(True, torch.device("cpu")) is True
+
+
+def test_fused_adam_on_cuda_and_the_default_elsewhere(monkeypatch):
+    made = []
+    monkeypatch.setattr(torch.optim, "Adam", lambda params, **kwargs: made.append(kwargs))
+    module = build_model(base_width=2, depth=1)
+    module.trainer = pl.Trainer(max_epochs=1, logger=False)
+    module.configure_optimizers()
+    module._device = torch.device("cuda", 0)  # what Lightning sets after moving the model there
+    module.configure_optimizers()
+    assert made[0]["fused"] is None and made[1]["fused"] is True
+
+
+@pytest.mark.slow
+def test_compile_gives_the_plain_logits_loss_and_gradients():
+    torch.manual_seed(0)
+    plain = build_model(base_width=2, depth=1, channels_last=False).train()
+    compiled_net = torch.compile(copy.deepcopy(plain.net))
+    images, masks = _batch(size=(32, 48))
+    expected = _loss_and_grads(plain, images, masks)
+    logits = compiled_net(images)
+    loss = plain.criterion(logits, masks)
+    grads = torch.autograd.grad(loss, list(compiled_net.parameters()))
+    assert torch.allclose(logits, expected[0], atol=1e-5)
+    assert torch.allclose(loss, expected[1], atol=1e-6)
+    for got, want in zip(grads, expected[2].values(), strict=True):
+        assert torch.allclose(got, want, atol=1e-4, rtol=1e-4)
+
+
+def _fit(module, tmp_path, epochs: int = 2) -> pl.Trainer:
+    images, masks = _batch(n=4, size=(32, 48))
+    loader = DataLoader(TensorDataset(images, masks), batch_size=2)
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(module, train_dataloaders=loader, val_dataloaders=loader)
+    return trainer
+
+
+def test_a_compile_that_fails_falls_back_to_eager_with_a_warning(tmp_path, monkeypatch, caplog):
+    def broken_compile(net, **kwargs):
+        def run(images):
+            raise RuntimeError("inductor: no C++ compiler found")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    module = build_model(base_width=2, depth=1, compile=True)
+    with caplog.at_level(logging.WARNING):
+        trainer = _fit(module, tmp_path)
+    assert trainer.global_step == 4 and module._compiled is None
+    assert "torch.compile failed" in caplog.text and "no C++ compiler" in caplog.text
+
+
+@pytest.mark.parametrize("compile_", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_a_checkpoint_trained_with_the_switches_predicts_without_them(tmp_path, compile_):
+    torch.manual_seed(0)
+    module = build_model(base_width=2, depth=1, channels_last=True, compile=compile_)
+    trainer = _fit(module, tmp_path)
+    path = tmp_path / "fast.ckpt"
+    trainer.save_checkpoint(path)
+    raw = torch.load(path, weights_only=True)
+    assert all(t.is_contiguous() for t in raw["state_dict"].values())  # plain NCHW weights
+    assert not any("_orig_mod" in k or "_compiled" in k for k in raw["state_dict"])
+    raw["hyper_parameters"].update(channels_last=False, compile=False)
+    torch.save(raw, path)
+    plain, _ = load_model(path)
+    images, _ = _batch(size=(32, 48))
+    module.eval()
+    with torch.no_grad():
+        assert torch.allclose(plain(images), module(images), atol=1e-5)
