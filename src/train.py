@@ -14,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from carseg.callbacks.summary import record_failure
 from carseg.cli import run, user_errors_exit
 from carseg.training import train
 
@@ -23,7 +24,11 @@ def main(cfg: DictConfig) -> float | None:
     if HydraConfig.get().mode == RunMode.MULTIRUN:
         # One failed job must not end a sweep: Hydra keeps the exception as that job's result
         # (the Optuna sweeper records a failed trial and goes on), where SystemExit would stop it.
-        result = train(cfg, multirun=True)
+        try:
+            result = train(cfg, multirun=True)
+        except Exception as err:
+            record_failure(cfg.paths.output_dir, err)  # the sweep's report shows why
+            raise
     else:
         with user_errors_exit(cfg.paths.output_dir):
             result = train(cfg, multirun=False)

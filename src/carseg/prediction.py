@@ -149,6 +149,9 @@ class MaskWriter(BasePredictionWriter):
         self.outputs.masks.mkdir(parents=True, exist_ok=True)
         if self.outputs.overlays:
             (self.outputs.folder / "overlays").mkdir(exist_ok=True)
+        rank = trainer.global_rank
+        for path in (self.outputs.rows(rank), self.outputs.failures(rank)):
+            _end_line(path)  # a row a kill cut short stays a line of its own, left out
 
     def write_on_batch_end(
         self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx
@@ -182,6 +185,15 @@ def _append(path: Path, row: list[str]) -> None:
     with path.open("a", newline="") as f:
         f.write(line)
         f.flush()
+
+
+def _end_line(path: Path) -> None:
+    """End the file's last line if a kill cut it short, so the next row starts a line."""
+    if path.is_file() and path.stat().st_size:
+        with path.open("rb+") as f:
+            f.seek(-1, 2)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
 
 
 def _csv_line(row: Sequence[str]) -> str:

@@ -3,7 +3,9 @@
 Hydra writes a run's config into its folder before the run starts, so two runs given one folder
 (the same ``hydra.run.dir``, or two commands started in the same second) would overwrite each
 other's config, ``summary.json`` and checkpoints. ``RunFolderGuard``, a Hydra callback
-(``conf/hydra/default.yaml``), refuses such a run before Hydra writes anything. The exceptions are
+(``conf/hydra/default.yaml``), acts before Hydra writes anything: a default folder (named by the
+second) that is taken gets the next free name, ``<time>-2``; a folder given with
+``hydra.run.dir`` that holds another run is refused. The exceptions are
 the ones that continue the run that is there: a resume of that folder's checkpoint
 (``ckpt_path=last`` or a path inside it), and ``overwrite=true`` where a task has that switch.
 """
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, read_write
 
 from carseg.cli import user_errors_exit
 from carseg.errors import ConfigError
@@ -104,9 +106,20 @@ class RunFolderGuard(Callback):
         _job_started = True
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        folder = Path(config.hydra.run.dir)
+        chosen = any(o.startswith("hydra.run.dir=") for o in config.hydra.overrides.hydra)
+        if not chosen and (launched_rank() or 0) == 0 and earlier_run(folder):
+            # the default folder is named by the second: a command started in the same second
+            # as another gets the next free name instead
+            number = 2
+            while Path(f"{folder}-{number}").exists():
+                number += 1
+            with read_write(config.hydra.run):
+                config.hydra.run.dir = f"{folder}-{number}"
+            folder = Path(config.hydra.run.dir)
         with user_errors_exit():
             check_run_folder(
-                Path(config.hydra.run.dir),
+                folder,
                 ckpt_path=config.get("ckpt_path"),
                 overwrite=bool(config.get("overwrite", False)),
             )

@@ -194,3 +194,25 @@ class RunSummary(pl.Callback):
         write_json(self.path, content)
         if status != "running":
             log.info("Run summary written to %s", self.path)
+
+
+def record_failure(
+    output_dir: str | Path, error: BaseException, filename: str = "summary.json"
+) -> None:
+    """A ``summary.json`` for a run that failed before ``fit`` began (a bad option, missing data),
+    so a sweep's report says why; one that ``RunSummary`` wrote is kept."""
+    path = Path(output_dir) / filename
+    if path.exists():
+        return
+    cause = error.__cause__ if type(error).__name__ == "InstantiationException" else error
+    write_json(
+        path,
+        {
+            "status": "failed",
+            "error": f"{type(cause).__name__}: {cause}",
+            "best_val_dice": None,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "finished": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        },
+    )

@@ -1,0 +1,101 @@
+"""Prediction through Lightning's predict loop: split across processes, merged into one checked
+submission.csv, and resumed where a killed run stopped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from carseg.errors import DataError
+from carseg.prediction import Outputs, merge
+from carseg.split import SplitRecord
+from carseg.synthetic import generate_dataset
+from helpers import build_model, run_entry, run_script
+
+
+@pytest.fixture(scope="module")
+def setting(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(project root, a checkpoint trained at 32x48, a folder of 32 photos at 64x96)."""
+    root = tmp_path_factory.mktemp("predict")
+    photos = generate_dataset(root / "set", n_cars=2, height=64, width=96) / "train"
+    torch.manual_seed(0)
+    module = build_model(base_width=4, depth=2)
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.strategy.connect(module)
+    ckpt = root / "model.ckpt"
+    trainer.save_checkpoint(ckpt)
+    raw = torch.load(ckpt, weights_only=True)
+    raw["datamodule_hyper_parameters"] = {"size": [32, 48]}
+    raw["CarvanaDataModule"] = {"split": SplitRecord("/d", 0.5, 1, ["a"], ["b"]).to_dict()}
+    torch.save(raw, ckpt)
+    return root, ckpt, photos
+
+
+def _predict(root, ckpt, photos, out, *extra, subprocess: bool = False):
+    args = [f"ckpt_path={ckpt}", f"input={photos}", f"output_dir={out}", "batch_size=1",
+            "num_workers=0", "trainer.accelerator=cpu", *extra]  # fmt: skip
+    return (run_script if subprocess else run_entry)(root, "predict", *args)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.slow
+def test_two_processes_write_what_one_does_byte_for_byte(setting, tmp_path):
+    root, ckpt, photos = setting
+    one = _predict(root, ckpt, photos, tmp_path / "one")
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = _predict(root, ckpt, photos, tmp_path / "two", "trainer.devices=2",
+                   "trainer.strategy=ddp", subprocess=True)  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    # each process wrote its share of the rows, and the first merged them
+    shares = [(tmp_path / "two" / f"rows-rank{r}.csv").read_text().splitlines() for r in (0, 1)]
+    assert len(shares[0]) + len(shares[1]) == 32 and min(len(s) for s in shares) >= 15
+    assert (tmp_path / "two" / "submission.csv").read_bytes() == (
+        tmp_path / "one" / "submission.csv"
+    ).read_bytes()
+    assert _files(tmp_path / "two" / "masks") == _files(tmp_path / "one" / "masks")
+    rows = (tmp_path / "one" / "submission.csv").read_text().splitlines()
+    assert rows[0] == "img,rle_mask" and [r.split(",")[0] for r in rows[1:]] == sorted(
+        p.name for p in photos.iterdir()
+    )
+
+
+def test_a_killed_prediction_resumes_where_it_stopped(setting, tmp_path):
+    root, ckpt, photos = setting
+    full = _predict(root, ckpt, photos, tmp_path / "full")
+    assert full.returncode == 0, full.stderr[-3000:]
+    # what a kill after 10 images leaves: 10 masks, their rows, and an 11th row cut short
+    out = tmp_path / "killed"
+    (out / "masks").mkdir(parents=True)
+    rows = (tmp_path / "full" / "rows-rank0.csv").read_text().splitlines(keepends=True)
+    for row in rows[:10]:
+        name = Path(row.split(",")[0])
+        mask = f"{name.stem}_mask.png"
+        (out / "masks" / mask).write_bytes((tmp_path / "full" / "masks" / mask).read_bytes())
+    (out / "rows-rank0.csv").write_text("".join(rows[:10]) + rows[10][:7])
+    refused = _predict(root, ckpt, photos, out)
+    assert refused.returncode == 2 and "already holds predictions" in refused.stderr
+    resumed = _predict(root, ckpt, photos, out, "resume=true")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "10 of 32 inputs were predicted before" in resumed.stdout + resumed.stderr
+    assert (out / "submission.csv").read_bytes() == (
+        tmp_path / "full" / "submission.csv"
+    ).read_bytes()
+    assert _files(out / "masks") == _files(tmp_path / "full" / "masks")
+
+
+def test_the_merge_refuses_a_prediction_with_inputs_missing(tmp_path):
+    outputs = Outputs(tmp_path)
+    (tmp_path / "rows-rank0.csv").write_text("a.jpg,1 2\n")
+    (tmp_path / "rows-rank1.csv").write_text("c.jpg,3 4\n")
+    with pytest.raises(DataError, match="1 input\\(s\\) without a row \\(b.jpg\\)"):
+        merge(outputs, ["a.jpg", "b.jpg", "c.jpg"])
+    (tmp_path / "failed-rank1.csv").write_text("b.jpg,not a readable image\n")
+    merged = merge(outputs, ["a.jpg", "b.jpg", "c.jpg"])
+    assert merged.written == 2 and merged.failed == {"b.jpg": "not a readable image"}
+    assert (tmp_path / "submission.csv").read_text() == "img,rle_mask\na.jpg,1 2\nc.jpg,3 4\n"
