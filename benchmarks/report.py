@@ -137,15 +137,21 @@ def markdown(result: dict) -> str:
         f"{env['torch']}, {env['torch_threads']} threads; load average {env['loadavg_start']:.1f}"
         f" at the start. Medians of {result['repeats']} runs (min-max).",
         "",
-        "| data, images/s (1 process) | plain | JPEG draft | cache | DataLoader, 2 workers "
-        "| draft / plain | cache / plain |",
-        "|---|---|---|---|---|---|---|",
+        "| data, images/s (1 process) | plain | JPEG draft | draft + masks decoded once (default) "
+        "| cache | DataLoader, 2 workers | default / plain | cache / plain |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, label in (("quarter", "1/4 scale, 320x480"), ("half", "1/2 scale, 640x960")):
         lines.append(
             f"| {label} | {cell(f'data.{name}.plain')} | {cell(f'data.{name}.draft')} "
-            f"| {cell(f'data.{name}.cache')} | {cell(f'data.{name}.loader')} "
-            f"| {ratio[f'speedup.{name}.draft']:.2f}x | {ratio[f'speedup.{name}.cache']:.2f}x |"
+            f"| {cell(f'data.{name}.store')} | {cell(f'data.{name}.cache')} "
+            f"| {cell(f'data.{name}.loader')} | {ratio[f'speedup.{name}.store']:.2f}x "
+            f"| {ratio[f'speedup.{name}.cache']:.2f}x |"
+        )
+    if "data.full.plain" in rows:
+        lines.append(
+            f"| full size, 1024x1024 crops (no resize) | {cell('data.full.plain')} | - "
+            f"| {cell('data.full.store')} | - | - | {ratio['speedup.full.store']:.2f}x | - |"
         )
     h, w = result["flops"]["size"]
     lines += [

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import hydra
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from carseg.checkpoint import load_model
@@ -20,11 +19,18 @@ from carseg.cli import require, run, user_errors_exit
 from carseg.datamodule import resolve_workers
 from carseg.errors import ConfigError
 from carseg.image_io import list_images
-from carseg.inference import Predictor, check_output_dir, check_unique_names, input_size
-from carseg.prediction import Outputs, PredictionModule, clear, plan
+from carseg.inference import Predictor, input_size
+from carseg.prediction import (
+    Outputs,
+    PredictionModule,
+    check_output_dir,
+    check_unique_names,
+    clear,
+    plan,
+)
 from carseg.prediction import run as predict
-from carseg.rundir import launched_rank
-from carseg.training import resolve_trainer_config
+from carseg.ranks import is_first_process
+from carseg.training import build_trainer, resolve_trainer_config
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
@@ -42,7 +48,7 @@ def main(cfg: DictConfig) -> None:
         paths = list_images(cfg.input)
         check_unique_names(paths)
         outputs = Outputs(Path(cfg.output_dir), overlays=cfg.overlays)
-        if (launched_rank() or 0) == 0:  # the other processes follow the first's checks
+        if is_first_process():  # the other processes follow the first's checks
             check_output_dir(outputs.folder, Path(cfg.input), cfg.overwrite or cfg.resume)
             if cfg.overwrite:
                 clear(outputs)
@@ -62,8 +68,16 @@ def main(cfg: DictConfig) -> None:
         )
         threshold = threshold if cfg.threshold is None else cfg.threshold
         module = PredictionModule(predictor, threshold, model)
-        todo, writer = plan(paths, outputs, cfg.resume)
-        trainer = instantiate(trainer_cfg, callbacks=[writer], _convert_="all")
+        settings = {
+            "model": str(Path(cfg.ckpt_path or cfg.onnx_path).resolve()),
+            "threshold": threshold,
+            "size": list(predictor.size),
+            "tta": cfg.tta,
+            "tile": None if cfg.tile is None else list(cfg.tile),
+            "tile_overlap": cfg.tile_overlap,
+        }
+        todo, writer = plan(paths, outputs, cfg.resume, settings)
+        trainer = build_trainer(trainer_cfg, callbacks=[writer])
         workers = resolve_workers(cfg.num_workers, trainer.num_devices)
         merged = predict(trainer, module, todo, writer, cfg.batch_size, workers)
     if merged is None:  # not the first process: it has written its share

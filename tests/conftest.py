@@ -31,3 +31,17 @@ def tiny_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_dataset(
         tmp_path_factory.mktemp("data") / "tiny", n_cars=5, height=80, width=120
     )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def project_root(tmp_path_factory: pytest.TempPathFactory):
+    """Runs and caches that tests make in this process land in a temporary project folder, not in
+    the checkout's outputs/ ($CARSEG_ROOT; run_script and run_entry set their own)."""
+    root = tmp_path_factory.mktemp("project")
+    saved = os.environ.get("CARSEG_ROOT")
+    os.environ["CARSEG_ROOT"] = str(root)
+    yield root
+    if saved is None:
+        os.environ.pop("CARSEG_ROOT", None)
+    else:
+        os.environ["CARSEG_ROOT"] = saved

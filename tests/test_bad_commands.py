@@ -46,7 +46,8 @@ def checkpoint(tmp: Path, epoch: int = 0, base_width: int = 2, **record) -> Path
     path.parent.mkdir(parents=True)
     trainer.save_checkpoint(path)
     raw = torch.load(path, weights_only=True)
-    raw["epoch"] = epoch
+    raw["epoch"] = epoch  # saved at the end of this epoch: epoch + 1 finished
+    raw["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"] = epoch + 1
     raw["datamodule_hyper_parameters"] = {"size": [32, 48]}
     split = {"root": "/data", "val_fraction": 0.5, "split_seed": 1}
     split |= {"train_cars": ["car1"], "val_cars": ["car2"], **record}
@@ -239,3 +240,12 @@ def test_a_real_subprocess_agrees(row, tmp_path):
     proc = run_script(tmp_path, row.script, *row.args(tmp_path))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert all(text in proc.stderr for text in row.sees), proc.stderr[-3000:]
+
+
+def test_a_default_run_folder_that_is_taken_gives_way_to_the_next_name(tmp_path):
+    from carseg.rundir import claim, made_by_this_run
+
+    folder = tmp_path / "2026-01-01_00-00-00"
+    assert claim(folder) == folder and made_by_this_run(folder)
+    assert claim(folder) == tmp_path / "2026-01-01_00-00-00-2"
+    assert claim(folder) == tmp_path / "2026-01-01_00-00-00-3"

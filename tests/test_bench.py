@@ -30,7 +30,9 @@ from fixtures import default_model_config, train_step_flops  # noqa: E402
 
 ROWS = [
     *(f"data.{scale}.{kind}" for scale in ("quarter", "half")
-      for kind in ("plain", "draft", "cache", "loader")),
+      for kind in ("plain", "draft", "store", "cache", "loader")),
+    "data.full.plain",
+    "data.full.store",
     "train.lightning",
     "train.plain_fp32",
     "train.channels_last",
@@ -44,9 +46,12 @@ ROWS = [
 MEMORY = ["memory.make_train", "memory.quarter_b8", "memory.half_b4"]
 COMPARISONS = [
     "speedup.quarter.draft",
+    "speedup.quarter.store",
     "speedup.quarter.cache",
     "speedup.half.draft",
+    "speedup.half.store",
     "speedup.half.cache",
+    "speedup.full.store",
     "ratio.lightning_plain",
     "ratio.channels_last_fp32",
     "ratio.bf16_fp32",

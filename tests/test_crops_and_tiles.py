@@ -129,3 +129,14 @@ def test_the_predictor_tiles_when_asked(tiny_set):
     assert np.abs(tiled.probabilities([image])[0] - whole).max() < 0.005
     with pytest.raises(CarsegError, match="tile_overlap"):
         Predictor(torch_forward(model), (80, 120), tile=(48, 64), tile_overlap=48)
+
+
+def test_tiles_are_blended_on_the_device_the_model_answers_on():
+    """A model on another device than its input (a GPU's answers to a batch on the CPU, here the
+    meta device) gets the blending done where its answers are."""
+
+    def elsewhere(images: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(images.shape[0], 1, *images.shape[2:], device="meta")
+
+    out = tiled_probabilities(elsewhere, torch.zeros(2, 3, 96, 160), (48, 64), 16)
+    assert out.device.type == "meta" and out.shape == (2, 1, 96, 160)

@@ -29,7 +29,7 @@ def trained(tmp_path_factory) -> tuple[Path, Path, Path]:
     proc = run_script(root, "train", *TINY_TRAIN, "trainer.max_epochs=3", "model.lr=3e-3")
     assert proc.returncode == 0, proc.stderr[-3000:]
     (ckpt,) = (root / "outputs" / "train" / "runs").glob("*/checkpoints/epoch_*.ckpt")
-    (data,) = (root / "outputs" / "data").iterdir()
+    (data,) = (root / "outputs" / "data").glob("synthetic-*")
     return root, ckpt, data
 
 

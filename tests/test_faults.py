@@ -202,3 +202,43 @@ def test_a_full_disk_is_named_and_the_previous_checkpoint_kept(tmp_path, monkeyp
     assert "No space left" in str(err.value) and "paths.log_dir" in str(err.value)
     assert torch.load(path, weights_only=True)["epoch"] == 1
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
+
+
+def _saved(path: Path, epoch: int, processed: int | None) -> Path:
+    raw = {"epoch": epoch, "hyper_parameters": {}}
+    if processed is not None:
+        raw["loops"] = {"fit_loop": {"epoch_progress": {"current": {"processed": processed}}}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(raw, path)
+    return path
+
+
+def test_a_checkpoint_saved_inside_an_epoch_has_that_epoch_left_to_train(tmp_path):
+    """Lightning's SLURM checkpoint (and a max_time stop) is saved inside the epoch it names."""
+    inside = _saved(tmp_path / "hpc_ckpt_1.ckpt", epoch=29, processed=29)
+    assert resolve_resume(str(inside), tmp_path, tmp_path, {}, max_epochs=30) == str(inside)
+    ended = _saved(tmp_path / "last.ckpt", epoch=29, processed=30)
+    with pytest.raises(ConfigError, match="already trained 30 epoch"):
+        resolve_resume(str(ended), tmp_path, tmp_path, {}, max_epochs=30)
+
+
+def test_a_requeued_job_goes_on_from_its_own_newest_checkpoint(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    older = _saved(tmp_path / "elsewhere" / "last.ckpt", epoch=0, processed=1)
+    last = _saved(run / "checkpoints" / "last.ckpt", epoch=3, processed=4)
+    time.sleep(0.01)
+    hpc = _saved(run / "hpc_ckpt_1.ckpt", epoch=4, processed=4)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "2")
+    # whatever the command names, the job's own newest checkpoint is where it stopped
+    assert resolve_resume(str(older), run, tmp_path, {}, max_epochs=10) == str(hpc)
+    assert resolve_resume(None, run, tmp_path, {}, max_epochs=10) == str(hpc)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    assert resolve_resume(None, run, tmp_path, {}, max_epochs=10) is None
+    assert resolve_resume("last", run, tmp_path, {}, max_epochs=10) == str(last)
+
+
+def test_nan_in_an_accumulated_batch_names_that_batch(tmp_path):
+    cfg = _compose(tmp_path, "trainer.max_epochs=2", "+trainer.accumulate_grad_batches=2")
+    cfg.callbacks.poison = {"_target_": "helpers.poison_batch_callback", "epoch": 0, "batch": 0}
+    with pytest.raises(TrainingDivergedError, match="became nan at epoch 0, batch 0"):
+        train(cfg)

@@ -99,3 +99,35 @@ def test_the_merge_refuses_a_prediction_with_inputs_missing(tmp_path):
     merged = merge(outputs, ["a.jpg", "b.jpg", "c.jpg"])
     assert merged.written == 2 and merged.failed == {"b.jpg": "not a readable image"}
     assert (tmp_path / "submission.csv").read_text() == "img,rle_mask\na.jpg,1 2\nc.jpg,3 4\n"
+
+
+def test_a_resume_with_other_settings_is_refused(setting, tmp_path):
+    root, ckpt, photos = setting
+    out = tmp_path / "pred"
+    assert _predict(root, ckpt, photos, out).returncode == 0
+    other = _predict(root, ckpt, photos, out, "resume=true", "threshold=0.3", "tta=true")
+    assert other.returncode == 2, other.stderr[-2000:]
+    assert (
+        "other settings" in other.stderr and "threshold" in other.stderr and "tta" in other.stderr
+    )
+    same = _predict(root, ckpt, photos, out, "resume=true")
+    assert same.returncode == 0, same.stderr[-2000:]
+
+
+def test_a_resume_that_reads_every_input_leaves_no_stale_failure_list(setting, tmp_path):
+    root, ckpt, photos = setting
+    out = tmp_path / "pred"
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for path in sorted(photos.iterdir())[:3]:
+        (folder / path.name).write_bytes(path.read_bytes())
+    broken = sorted(folder.iterdir())[0]
+    good = broken.read_bytes()
+    broken.write_bytes(b"")
+    first = _predict(root, ckpt, folder, out)
+    assert first.returncode == 2 and (out / "failed.csv").is_file()
+    broken.write_bytes(good)  # the file is fixed, the run resumed
+    again = _predict(root, ckpt, folder, out, "resume=true")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert not (out / "failed.csv").exists()
+    assert len((out / "submission.csv").read_text().splitlines()) == 4

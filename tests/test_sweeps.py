@@ -201,27 +201,6 @@ def test_optuna_search_space_and_direction():
     assert sweeper.storage is None  # SQLite storage fails with SQLAlchemy 2 (optuna 2.10)
 
 
-@pytest.mark.parametrize(
-    ("experiment", "size", "precision"),
-    [
-        ("carvana_quarter", [320, 480], "32-true"),
-        ("carvana_half", [640, 960], "16-mixed"),
-        ("carvana_full", [1280, 1920], "bf16-mixed"),
-    ],
-)
-def test_experiment_recipes(experiment, size, precision):
-    cfg = _compose(f"experiment={experiment}", "data.root=/data/carvana")
-    assert list(cfg.data.size) == size and all(s % 16 == 0 for s in size)
-    assert cfg.data._target_ == "carseg.datamodule.CarvanaDataModule" and cfg.data.synthetic is None
-    assert cfg.trainer.precision == precision
-    if experiment != "carvana_quarter":
-        assert cfg.model.base_width == 64 and cfg.model.bilinear and cfg.model.depth == 4
-        assert cfg.trainer.accelerator == "gpu"
-        # every recipe says how to run it
-        text = (REPO / "conf" / "experiment" / f"{experiment}.yaml").read_text()
-        assert f"python src/train.py experiment={experiment} data.root=" in text
-
-
 # --- a real Optuna sweep ----------------------------------------------------------------------
 
 

@@ -27,7 +27,7 @@ def test_train_writes_checkpoint_and_tensorboard_logs(tmp_path):
     assert "best val/dice:" in proc.stdout and "tensorboard --logdir" in proc.stdout
     (run,) = (tmp_path / "outputs" / "train" / "runs").iterdir()
     # the generated set landed in outputs/data, in Kaggle's layout
-    (data,) = (tmp_path / "outputs" / "data").iterdir()
+    (data,) = (tmp_path / "outputs" / "data").glob("synthetic-*")
     assert len(list((data / "train").glob("*.jpg"))) == 48
     # the config Hydra resolved is kept with the run
     assert (run / ".hydra" / "config.yaml").is_file()

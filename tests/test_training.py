@@ -62,29 +62,38 @@ def test_sync_batchnorm_needs_cuda():
         resolve_trainer_config({"sync_batchnorm": True, "accelerator": "cpu"})
 
 
-@pytest.mark.parametrize(
-    ("experiment", "size", "batch", "accumulate", "max_epochs"),
-    [("carvana_half", (640, 960), 4, 1, 20), ("carvana_full", (1280, 1920), 1, 4, 10)],
-)
-def test_gpu_recipes_reach_the_trainer_model_and_data(
-    tiny_set, tmp_path, experiment, size, batch, accumulate, max_epochs
-):
-    """Every key of a GPU recipe lands in the real objects (built on the CPU, trainer=cpu)."""
+RECIPES = {  # experiment: (size, crop, batch, precision, max_epochs, compile)
+    "carvana_quarter": ((320, 480), None, 4, "32-true", 20, False),
+    "carvana_half": ((640, 960), None, 4, "16-mixed", 20, True),
+    "carvana_full": ((1280, 1918), (1024, 1024), 4, "16-mixed", 30, True),
+    "carvana_sample": ((160, 240), None, 4, "32-true", 40, False),
+    "carvana_sample_crop": ((320, 480), (160, 240), 4, "32-true", 40, False),
+}
+
+
+@pytest.mark.parametrize("experiment", RECIPES)
+def test_recipes_reach_the_trainer_model_and_data(tiny_set, tmp_path, experiment):
+    """Every key of a recipe lands in the real objects (built on the CPU: trainer=cpu)."""
+    size, crop, batch, precision, max_epochs, compiled = RECIPES[experiment]
     cfg = compose(
         f"experiment={experiment}",
         f"data.root={tiny_set}",
         "trainer=cpu",
+        f"trainer.precision={precision}",
         "logger=none",
-        f"hydra.run.dir={tmp_path}",
         f"++paths.output_dir={tmp_path}",
     )
     run = build(cfg)
     model, data, trainer = run.model.hparams, run.datamodule, run.trainer
-    assert (model.base_width, model.depth, model.bilinear) == (64, 4, True)
-    assert (model.loss, model.scheduler) == ("bce_dice", "plateau")
-    assert data.size == size and data.batch_size == batch
-    assert trainer.accumulate_grad_batches == accumulate and trainer.max_epochs == max_epochs
-    assert run.ckpt_path is None
+    assert data.size == size and data.crop == crop and data.batch_size == batch
+    assert trainer.max_epochs == max_epochs and model.compile is compiled
+    assert data.synthetic is None and run.ckpt_path is None
+    if experiment in ("carvana_half", "carvana_full"):
+        assert (model.base_width, model.depth, model.bilinear) == (64, 4, True)
+        assert (model.loss, model.scheduler) == ("bce_dice", "plateau")
+        gpu = compose(f"experiment={experiment}", "data.root=/data")
+        assert gpu.trainer.accelerator == "gpu" and gpu.trainer.benchmark is True
+        assert gpu.trainer.precision == precision and gpu.model.channels_last == "auto"
 
 
 @pytest.mark.parametrize("experiment", ["carvana_half", "carvana_full"])
@@ -97,8 +106,10 @@ def test_gpu_recipes_train_a_step_on_the_cpu(tiny_set, tmp_path, experiment):
         "trainer=cpu",
         "trainer.precision=bf16-mixed",
         "data.size=[32,48]",
+        "data.crop=null",
         "data.num_workers=0",
         "model.base_width=4",
+        "model.compile=false",
         "debug=fast",
         f"++paths.output_dir={tmp_path}",
     )
@@ -106,3 +117,10 @@ def test_gpu_recipes_train_a_step_on_the_cpu(tiny_set, tmp_path, experiment):
     run.trainer.fit(run.model, datamodule=run.datamodule)
     assert run.trainer.global_step == 1 and run.trainer.precision == "bf16-mixed"
     assert 0.0 <= float(run.trainer.callback_metrics["val/dice"]) <= 1.0
+
+
+def test_ddp_in_a_multirun_is_allowed_where_the_launcher_started_the_processes(monkeypatch):
+    """A SLURM job of a sweep runs one task per GPU: Lightning's DDP starts nothing again."""
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    out = resolve_trainer_config({"strategy": "ddp", "accelerator": "cpu"}, multirun=True)
+    assert out["strategy"] == "ddp"

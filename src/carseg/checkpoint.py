@@ -26,7 +26,7 @@ import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from carseg.atomic import atomic_file
-from carseg.errors import CarsegError, ConfigError, DataError, DataNotFoundError
+from carseg.errors import CarsegError, ConfigError, DataError, DataNotFoundError, first_line
 from carseg.split import SplitRecord
 
 log = logging.getLogger(__name__)
@@ -59,8 +59,7 @@ def read_checkpoint(path: str | Path) -> dict:
             "checkpoints you trust."
         ) from None
     except Exception as err:  # not a zip, truncated, another format ...
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DataError(f"{path} is not a PyTorch checkpoint ({first_line})") from None
+        raise DataError(f"{path} is not a PyTorch checkpoint ({first_line(err)})") from None
     if not isinstance(raw, dict):
         raise DataError(f"{path} is not a training checkpoint (it holds a {type(raw).__name__})")
     return raw
@@ -100,10 +99,9 @@ def load_model(path: str | Path, device: str = "cpu"):
         model = SegmentationModule(**raw["hyper_parameters"])
         model.load_state_dict(raw["state_dict"])
     except (TypeError, RuntimeError, CarsegError) as err:
-        first_line = str(err).strip().splitlines()[0]
         raise DataError(
             f"{path} does not fit this version's SegmentationModule (another model config?): "
-            f"{first_line}"
+            f"{first_line(err)}"
         ) from None
     model.eval().place_on(device)
     size = raw.get("datamodule_hyper_parameters", {}).get("size")
@@ -191,7 +189,8 @@ def resolve_resume(
             that already trained ``max_epochs`` epochs.
         DataNotFoundError, DataError: a path that is missing, not a checkpoint, or unsafe.
     """
-    if not ckpt_path and requeued() and newest_in_run(output_dir) is not None:
+    if requeued() and newest_in_run(output_dir) is not None:
+        # whatever the command says to start from: the job's own progress is newer
         ckpt_path = str(newest_in_run(output_dir))
         log.info("SLURM requeued this job: it goes on from %s", ckpt_path)
     if not ckpt_path:
@@ -213,7 +212,7 @@ def resolve_resume(
         path = Path(ckpt_path).expanduser()
     raw = read_checkpoint(path)  # refuses a missing, foreign or booby-trapped file
     _check_same_model(path, raw.get("hyper_parameters", {}), model_hparams)
-    epochs_done = int(raw.get("epoch", -1)) + 1
+    epochs_done = finished_epochs(raw)
     if max_epochs is not None and max_epochs >= 0 and epochs_done >= max_epochs:
         raise ConfigError(
             f"{path} has already trained {epochs_done} epoch(s), and this run stops at "
@@ -222,6 +221,16 @@ def resolve_resume(
         )
     log.info("Resuming training from %s (epoch %d done)", path, epochs_done)
     return str(path)
+
+
+def finished_epochs(raw: Mapping[str, Any]) -> int:
+    """How many epochs a checkpoint's run finished: a checkpoint saved inside an epoch (the one
+    Lightning's SLURM environment saves when signalled, or a ``max_time`` stop) has not finished
+    the epoch it was saved in."""
+    try:
+        return int(raw["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+    except (KeyError, TypeError, ValueError):  # a checkpoint without the loops' state
+        return int(raw.get("epoch", -1)) + 1
 
 
 def _check_same_model(path: Path, saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> None:

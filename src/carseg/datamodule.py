@@ -51,7 +51,7 @@ class CarvanaDataModule(pl.LightningDataModule):
             and 1280x1918 itself is no resize. Validation scores whole frames at this size.
         crop: (height, width) of a random crop of each resized training image, or None: the
             model trains on crops and validates on whole frames.
-        crop_on_car: the share of training crops centred on a car pixel (the rest anywhere).
+        crop_on_car: the share of training crops that hold car (the rest fall anywhere).
         image_dir: ``"train"`` or ``"train_hq"``.
         val_fraction: share of the cars held out for validation, in (0, 1).
         split_seed: seed of the split by car.
@@ -66,8 +66,9 @@ class CarvanaDataModule(pl.LightningDataModule):
         cache: keep every image and mask resized to ``size`` in a memory-mapped file under
             ``cache_dir`` (built once; rebuilt when a source file changes).
         cache_dir: the folder caches are kept in (needed with ``cache``).
-        mask_cache: decode every mask once in ``setup`` and keep it in memory, 1 bit a pixel
-            (shared by the loader workers), instead of decoding its file every epoch.
+        mask_cache: decode every mask once (in ``setup`` of the first run) into a store under
+            ``cache_dir``, 1 bit a pixel, that every process maps, instead of decoding its file
+            every epoch.
         validate: check every image and mask (headers, sizes, RLE rows) before training starts.
         on_bad_file: ``"error"`` stops before training with every problem listed; ``"skip"``
             trains without the images that have one (listed in a warning).
@@ -117,8 +118,11 @@ class CarvanaDataModule(pl.LightningDataModule):
         check_int("data.split_seed", split_seed, 0)
         resolve_workers(num_workers)  # checked now, resolved per process in setup
         check_choice("data.on_bad_file", on_bad_file, ON_BAD_FILE)
-        if cache and cache_dir is None:
-            raise ConfigError("data.cache=true needs data.cache_dir, the folder to keep it in")
+        if (cache or mask_cache) and cache_dir is None:
+            raise ConfigError(
+                "data.cache=true and data.mask_cache=true need data.cache_dir, the folder to keep "
+                "them in"
+            )
         # Saved into checkpoints as plain values (weights_only loading): evaluation and
         # prediction read the training size from there.
         self.save_hyperparameters()
@@ -179,9 +183,8 @@ class CarvanaDataModule(pl.LightningDataModule):
         if self.cache:
             cache = ResizedCache.build(usable, self.size, self.cache_dir)
         elif self.mask_cache:
-            masks = MaskStore.build(
-                usable.ids, usable.load_mask, threads=resolve_workers("auto") + 1
-            )
+            threads = resolve_workers("auto") + 1  # every core this process may use
+            masks = MaskStore.build(usable, self.cache_dir, threads)
         common = {
             "image_dir": self.image_dir,
             "skip_missing_masks": skip,

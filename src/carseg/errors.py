@@ -7,6 +7,13 @@ its traceback.
 from __future__ import annotations
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type's name if it has none): libraries'
+    messages run on for screens, ours quote only what says what went wrong."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 class CarsegError(Exception):
     """Base of the errors whose message says what was wrong and how to fix it."""
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from carseg.checks import check_int, check_size
-from carseg.errors import ConfigError, DataError
+from carseg.errors import ConfigError
 from carseg.transforms import build_transforms
 
 log = logging.getLogger(__name__)
@@ -182,12 +182,15 @@ def tiled_probabilities(
         _window(tile_h, min(overlap, tile_h - 1))[:, None]
         * _window(tile_w, min(overlap, tile_w - 1))[None, :]
     )
-    total = torch.zeros(batch.shape[0], 1, height, width)
-    weight = torch.zeros(1, 1, height, width)
+    total = weight = None  # made on the device the model answers on (a GPU's, or the CPU)
     for top in _starts(height, tile_h, overlap):
         for left in _starts(width, tile_w, overlap):
             crop = batch[..., top : top + tile_h, left : left + tile_w]
             probs = torch.sigmoid(forward(crop.contiguous()))
+            if total is None:
+                window = window.to(probs.device)
+                total = probs.new_zeros(batch.shape[0], 1, height, width)
+                weight = probs.new_zeros(1, 1, height, width)
             total[..., top : top + tile_h, left : left + tile_w] += probs * window
             weight[..., top : top + tile_h, left : left + tile_w] += window
     return total / weight
@@ -198,52 +201,3 @@ def batched(items: Sequence, size: int) -> Iterator[Sequence]:
     check_int("batch_size", size, 1)
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def check_output_dir(output_dir: Path, inputs: Path, overwrite: bool) -> None:
-    """Refuse to write into the input folder, or over an earlier prediction unless ``overwrite``.
-
-    Raises:
-        ConfigError: what would have been overwritten, and how to go on.
-    """
-    output_dir, inputs = output_dir.resolve(), inputs.resolve()
-    source = inputs if inputs.is_dir() else inputs.parent
-    if output_dir == source or source in output_dir.parents:
-        raise ConfigError(
-            f"output_dir={output_dir} is inside the input folder {source}: predictions never go "
-            "into the input folder; give another output_dir"
-        )
-    earlier = [p for p in (output_dir / "masks", output_dir / "submission.csv") if p.exists()]
-    if earlier and not overwrite:
-        raise ConfigError(
-            f"{output_dir} already holds predictions ({', '.join(p.name for p in earlier)}): "
-            "give another output_dir, or overwrite=true to replace them"
-        )
-
-
-def mask_name(path: Path) -> str:
-    """``photo.jpg`` -> ``photo_mask.png``: Kaggle's naming, as a PNG."""
-    return f"{path.stem}_mask.png"
-
-
-def check_unique_names(paths: Sequence[Path]) -> None:
-    """Refuse inputs whose masks would share a file (``car.jpg`` and ``car.png``).
-
-    Raises:
-        DataError: the clashing inputs, listed.
-    """
-    by_mask: dict[str, list[Path]] = {}
-    for path in paths:
-        by_mask.setdefault(mask_name(path), []).append(path)
-    clashes = {name: group for name, group in by_mask.items() if len(group) > 1}
-    if clashes:
-        lines = [
-            f"  {', '.join(p.name for p in group)} -> masks/{name}"
-            for name, group in sorted(clashes.items())[:10]
-        ]
-        raise DataError(
-            f"{len(clashes)} group(s) of inputs share a file name up to the extension, so their "
-            "masks would overwrite each other:\n"
-            + "\n".join(lines)
-            + "\nRename them, or predict them from separate folders"
-        )

@@ -20,7 +20,7 @@ from carseg.checks import (
     check_positive,
     check_threshold,
 )
-from carseg.errors import TrainingDivergedError
+from carseg.errors import TrainingDivergedError, first_line
 from carseg.losses import SegmentationLoss
 from carseg.metrics import carvana_dice
 from carseg.model import UNet
@@ -98,7 +98,7 @@ class SegmentationModule(pl.LightningModule):
         self.val_dice = carvana_dice()
         self._channels_last = False  # resolved for the device in setup() / place_on()
         self._compiled: torch.nn.Module | None = None  # set in setup() when compiling
-        self._nonfinite: torch.Tensor | None = None  # the steps' losses, checked before a step
+        self._losses: list[tuple[torch.Tensor, int]] = []  # (loss, batch) since the last step
 
     def place_on(self, device: str | torch.device) -> SegmentationModule:
         """Move to ``device`` in the memory layout ``channels_last`` means there."""
@@ -124,7 +124,7 @@ class SegmentationModule(pl.LightningModule):
                 log.warning(
                     "torch.compile failed (%s: %s); training goes on without it (model.compile)",
                     type(err).__name__,
-                    str(err).strip().splitlines()[0] if str(err).strip() else "",
+                    first_line(err),
                 )
                 self.__dict__["_compiled"] = None
         return self.net(images)
@@ -134,9 +134,7 @@ class SegmentationModule(pl.LightningModule):
         loss = self.criterion(self(images), masks)
         # Checked in on_before_optimizer_step: testing it here would make the CPU wait for the
         # GPU's forward pass before it may queue the backward pass, every step.
-        finite = torch.isfinite(loss.detach())
-        self._nonfinite = ~finite if self._nonfinite is None else self._nonfinite | ~finite
-        self._last_loss = (loss.detach(), batch_idx)
+        self._losses.append((loss.detach(), batch_idx))
         self.log(
             "train/loss",
             loss,
@@ -148,15 +146,29 @@ class SegmentationModule(pl.LightningModule):
         return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Stop before the optimiser writes NaN into the weights; checkpoints stay as they were."""
-        nonfinite, self._nonfinite = self._nonfinite, None
-        if nonfinite is not None and bool(nonfinite):
-            loss, batch_idx = self._last_loss
-            raise TrainingDivergedError(
-                f"The training loss became {loss.item()} at epoch {self.current_epoch}, batch "
-                f"{batch_idx} (global step {self.global_step}). Lower model.lr, or check the "
-                "data for broken images"
-            )
+        """Stop before the optimiser writes NaN into the weights; checkpoints stay as they were.
+
+        Every process stops: the gradients are averaged across processes, so a NaN on one is a
+        NaN on all of them. The losses of every batch accumulated into this step are checked.
+        """
+        losses, self._losses = self._losses, []
+        if not losses:
+            return
+        bad = bool(torch.stack([~torch.isfinite(loss) for loss, _ in losses]).any())
+        if self.trainer.world_size > 1:
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if not bad:
+            return
+        where = next(((x.item(), b) for x, b in losses if not torch.isfinite(x)), None)
+        what = (
+            f"The training loss became {where[0]} at epoch {self.current_epoch}, batch {where[1]}"
+            if where
+            else f"Another process's training loss became non-finite at epoch {self.current_epoch}"
+        )
+        raise TrainingDivergedError(
+            f"{what} (global step {self.global_step}). Lower model.lr, or check the data for "
+            "broken images"
+        )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Plain weights in the usual (NCHW) layout, whatever layout training used."""
@@ -179,12 +191,14 @@ class SegmentationModule(pl.LightningModule):
         self.log("val/dice", self.val_dice, on_epoch=True, prog_bar=True)
 
     def configure_optimizers(self):
-        # On CUDA one fused kernel updates every parameter (Lightning has moved the model there).
+        # On CUDA one fused kernel updates every parameter (Lightning has moved the model there);
+        # Lightning's mixed precision cannot clip a fused optimiser's gradients, so not then.
+        clipping = self._trainer is not None and self.trainer.gradient_clip_val
         optimizer = torch.optim.Adam(
             self.parameters(),
             lr=self.hparams.lr,
             weight_decay=self.hparams.weight_decay,
-            fused=True if self.device.type == "cuda" else None,
+            fused=True if self.device.type == "cuda" and not clipping else None,
         )
         if self.hparams.scheduler == "cosine":
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(

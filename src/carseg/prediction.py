@@ -14,6 +14,7 @@ inputs without a row, then merges all rows.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,16 +28,66 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import Dataset
 
 from carseg import drawing
-from carseg.atomic import atomic_file, write_text
-from carseg.errors import DataError, UnreadableFileError
+from carseg.atomic import atomic_file, write_json, write_text
+from carseg.errors import ConfigError, DataError, UnreadableFileError
 from carseg.image_io import read_image, save_mask
-from carseg.inference import ModelInput, Predictor, at_size, mask_name
+from carseg.inference import ModelInput, Predictor, at_size
+from carseg.ranks import is_first_process
 from carseg.rle import rle_encode
 
 log = logging.getLogger(__name__)
 
 ROWS = "rows-rank*.csv"  # each process's img,rle_mask rows
 FAILED = "failed-rank*.csv"  # each process's img,reason rows
+
+
+def check_output_dir(output_dir: Path, inputs: Path, overwrite: bool) -> None:
+    """Refuse to write into the input folder, or over an earlier prediction unless ``overwrite``.
+
+    Raises:
+        ConfigError: what would have been overwritten, and how to go on.
+    """
+    output_dir, inputs = output_dir.resolve(), inputs.resolve()
+    source = inputs if inputs.is_dir() else inputs.parent
+    if output_dir == source or source in output_dir.parents:
+        raise ConfigError(
+            f"output_dir={output_dir} is inside the input folder {source}: predictions never go "
+            "into the input folder; give another output_dir"
+        )
+    earlier = [p for p in (output_dir / "masks", output_dir / "submission.csv") if p.exists()]
+    if earlier and not overwrite:
+        raise ConfigError(
+            f"{output_dir} already holds predictions ({', '.join(p.name for p in earlier)}): "
+            "give another output_dir, or overwrite=true to replace them"
+        )
+
+
+def mask_name(path: Path) -> str:
+    """``photo.jpg`` -> ``photo_mask.png``: Kaggle's naming, as a PNG."""
+    return f"{path.stem}_mask.png"
+
+
+def check_unique_names(paths: Sequence[Path]) -> None:
+    """Refuse inputs whose masks would share a file (``car.jpg`` and ``car.png``).
+
+    Raises:
+        DataError: the clashing inputs, listed.
+    """
+    by_mask: dict[str, list[Path]] = {}
+    for path in paths:
+        by_mask.setdefault(mask_name(path), []).append(path)
+    clashes = {name: group for name, group in by_mask.items() if len(group) > 1}
+    if clashes:
+        lines = [
+            f"  {', '.join(p.name for p in group)} -> masks/{name}"
+            for name, group in sorted(clashes.items())[:10]
+        ]
+        raise DataError(
+            f"{len(clashes)} group(s) of inputs share a file name up to the extension, so their "
+            "masks would overwrite each other:\n"
+            + "\n".join(lines)
+            + "\nRename them, or predict them from separate folders"
+        )
 
 
 class PredictionSet(Dataset):
@@ -138,11 +189,10 @@ class Outputs:
 class MaskWriter(BasePredictionWriter):
     """Writes each process's masks and rows as its batches come; merges them at the end."""
 
-    def __init__(self, outputs: Outputs, inputs: Sequence[str], done: dict[str, str]) -> None:
+    def __init__(self, outputs: Outputs, inputs: Sequence[str]) -> None:
         super().__init__(write_interval="batch")
         self.outputs = outputs
-        self.inputs = list(inputs)  # every input's file name, this run's and earlier runs'
-        self.done = done  # rows of an earlier run being resumed
+        self.inputs = list(inputs)  # every input's file name, this attempt's and earlier ones'
         self.result: Merged | None = None
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -247,11 +297,16 @@ def merge(outputs: Outputs, inputs: Sequence[str]) -> Merged:
     expected = set(inputs)
     missing = sorted(expected - rows.keys() - failed.keys())
     extra = sorted(rows.keys() - expected)
-    if missing or extra:
+    if missing:
         raise DataError(
             f"The prediction in {outputs.folder} is incomplete: {len(missing)} input(s) without a "
-            f"row ({', '.join(missing[:5])}), {len(extra)} row(s) of no input "
-            f"({', '.join(extra[:5])}). Run it again with resume=true"
+            f"row ({', '.join(missing[:5])}). Run it again with resume=true"
+        )
+    if extra:
+        raise DataError(
+            f"{outputs.folder} holds {len(extra)} row(s) of images that are not among the inputs "
+            f"({', '.join(extra[:5])}): an earlier prediction of other images. Predict into "
+            "another output_dir, or replace it with overwrite=true"
         )
     lines = ["img,rle_mask\n", *(_csv_line([n, rows[n]]) for n in sorted(rows))]
     write_text(outputs.submission, "".join(lines))
@@ -259,24 +314,51 @@ def merge(outputs: Outputs, inputs: Sequence[str]) -> Merged:
         write_text(
             outputs.failed, "img,reason\n" + "".join(_csv_line(r) for r in sorted(failed.items()))
         )
+    else:
+        outputs.failed.unlink(missing_ok=True)  # an earlier attempt's: those read this time
     return Merged(outputs.submission, len(rows), failed)
 
 
 def clear(outputs: Outputs) -> None:
     """Remove an earlier prediction's files (``overwrite=true``), so none of it is merged."""
-    for pattern in (ROWS, FAILED, "submission.csv", "failed.csv", "masks/*", "overlays/*"):
+    for pattern in (ROWS, FAILED, "submission.csv", "failed.csv", "prediction.json", "masks/*",
+                    "overlays/*"):  # fmt: skip
         for path in outputs.folder.glob(pattern):
             path.unlink()
 
 
-def plan(paths: Sequence[Path], outputs: Outputs, resume: bool) -> tuple[list[Path], MaskWriter]:
+def plan(
+    paths: Sequence[Path], outputs: Outputs, resume: bool, settings: dict[str, Any]
+) -> tuple[list[Path], MaskWriter]:
     """The inputs left to predict (all, or with ``resume`` those an earlier run did not finish),
-    and the writer for the Trainer's callbacks."""
+    and the writer for the Trainer's callbacks.
+
+    ``settings`` (the model and how it predicts) are recorded in ``prediction.json``; a resume
+    with other settings is refused, so that one submission never mixes two models' masks.
+
+    Raises:
+        ConfigError: a resume whose settings differ from the earlier run's.
+    """
+    record = outputs.folder / "prediction.json"
+    settings = json.loads(json.dumps(settings))  # plain values, as they read back
+    if resume and record.is_file():
+        before = json.loads(record.read_text())
+        differ = {k: (before.get(k), v) for k, v in settings.items() if before.get(k) != v}
+        if differ:
+            shown = "; ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in differ.items())
+            raise ConfigError(
+                f"resume=true with other settings than the run in {outputs.folder} ({shown}): "
+                "one submission would mix two predictions. Resume with the same settings, or "
+                "replace it with overwrite=true"
+            )
     done = done_before(outputs) if resume else {}
     if done:
         log.info("Resuming: %d of %d inputs were predicted before", len(done), len(paths))
+    if is_first_process():
+        outputs.folder.mkdir(parents=True, exist_ok=True)
+        write_json(record, settings)
     todo = [p for p in paths if p.name not in done]
-    return todo, MaskWriter(outputs, [p.name for p in paths], done)
+    return todo, MaskWriter(outputs, [p.name for p in paths])
 
 
 def run(

@@ -4,15 +4,14 @@ Hydra writes a run's config into its folder before the run starts, so two runs g
 (the same ``hydra.run.dir``, or two commands started in the same second) would overwrite each
 other's config, ``summary.json`` and checkpoints. ``RunFolderGuard``, a Hydra callback
 (``conf/hydra/default.yaml``), acts before Hydra writes anything: a default folder (named by the
-second) that is taken gets the next free name, ``<time>-2``; a folder given with
-``hydra.run.dir`` that holds another run is refused. The exceptions are
-the ones that continue the run that is there: a resume of that folder's checkpoint
-(``ckpt_path=last`` or a path inside it), and ``overwrite=true`` where a task has that switch.
+second) is claimed by making it, and one that is taken gives way to the next free name,
+``<time>-2``; a folder given with ``hydra.run.dir`` that holds another run is refused, unless
+this run continues that one: a resume of that folder's checkpoint (``ckpt_path=last`` or a path
+inside it, or a job SLURM requeued), ``overwrite=true`` or ``resume=true`` where a task has them.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from omegaconf import DictConfig, read_write
 
 from carseg.cli import user_errors_exit
 from carseg.errors import ConfigError
+from carseg.ranks import is_first_process, started_by_launcher
 
 # What a finished or running run leaves in its folder.
 RUN_MARKERS = (".hydra", "summary.json", "checkpoints", "metrics.json", "submission.csv")
@@ -39,24 +39,13 @@ def reset_job_started() -> None:
     _job_started = False
 
 
-def launched_rank() -> int | None:
-    """This process's rank when a launcher (Lightning's DDP, torchrun, SLURM) started it."""
-    for key in ("LOCAL_RANK", "RANK", "SLURM_PROCID"):
-        if os.environ.get(key, "").isdigit():
-            return int(os.environ[key])
-    return None
-
-
 def earlier_run(folder: Path) -> list[str]:
     """The names in ``folder`` that show a run already used it (empty if none).
 
     Under a launcher that starts every rank itself (torchrun, srun), the ranks of one job write
     their ``.hydra`` records side by side, so only a finished run's records count there.
     """
-    external = int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 or (
-        int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1
-    )
-    markers = [m for m in RUN_MARKERS if not (external and m == ".hydra")]
+    markers = [m for m in RUN_MARKERS if not (started_by_launcher() and m == ".hydra")]
     return [name for name in markers if (folder / name).exists()]
 
 
@@ -66,7 +55,7 @@ def check_run_folder(folder: Path, ckpt_path: Any = None, overwrite: bool = Fals
     Raises:
         ConfigError: the folder holds an earlier run, with how to go on.
     """
-    if (launched_rank() or 0) > 0:
+    if not is_first_process():
         return  # another rank of this job: rank 0 has claimed the folder
     found = earlier_run(folder)
     if not found:
@@ -92,6 +81,22 @@ def check_run_folder(folder: Path, ckpt_path: Any = None, overwrite: bool = Fals
     )
 
 
+def claim(folder: Path) -> Path:
+    """Make ``folder``, or, if it exists (the default folder is named by the second: a command
+    started in the same second as another), the next free ``<folder>-2``, ``-3`` ... Making it
+    is the claim: of two commands that race for a name, one gets it and the other the next."""
+    candidate, number = folder, 1
+    while True:
+        try:
+            candidate.mkdir(parents=True)
+        except FileExistsError:
+            number += 1
+            candidate = Path(f"{folder}-{number}")
+            continue
+        _made_here.add(candidate.resolve())
+        return candidate
+
+
 def made_by_this_run(folder: Path) -> bool:
     """Whether ``folder`` was absent or empty when this process's run claimed it."""
     return folder.resolve() in _made_here
@@ -108,20 +113,17 @@ class RunFolderGuard(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         folder = Path(config.hydra.run.dir)
         chosen = any(o.startswith("hydra.run.dir=") for o in config.hydra.overrides.hydra)
-        if not chosen and (launched_rank() or 0) == 0 and earlier_run(folder):
-            # the default folder is named by the second: a command started in the same second
-            # as another gets the next free name instead
-            number = 2
-            while Path(f"{folder}-{number}").exists():
-                number += 1
-            with read_write(config.hydra.run):
-                config.hydra.run.dir = f"{folder}-{number}"
-            folder = Path(config.hydra.run.dir)
+        if not chosen and is_first_process():
+            claimed = claim(folder)
+            if claimed != folder:
+                with read_write(config.hydra.run):
+                    config.hydra.run.dir = str(claimed)
+            return
         with user_errors_exit():
             check_run_folder(
                 folder,
                 ckpt_path=config.get("ckpt_path"),
-                overwrite=bool(config.get("overwrite", False)),
+                overwrite=bool(config.get("overwrite") or config.get("resume")),
             )
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:

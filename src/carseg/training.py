@@ -22,7 +22,8 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 from carseg.best import BestTracker, best_of
 from carseg.checkpoint import AtomicCheckpointIO, resolve_resume
 from carseg.checks import require_gpus
-from carseg.errors import ConfigError, TrainingDivergedError
+from carseg.errors import ConfigError, TrainingDivergedError, first_line
+from carseg.ranks import started_by_launcher
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,9 @@ def resolve_trainer_config(trainer: Mapping[str, Any], multirun: bool = False) -
         )
 
     strategy = str(cfg.get("strategy", "auto"))
-    if multirun and strategy.startswith("ddp") and not strategy.startswith("ddp_spawn"):
+    relaunches = strategy.startswith("ddp") and not strategy.startswith("ddp_spawn")
+    # (a job whose processes the launcher started, one per device, relaunches nothing: SLURM)
+    if multirun and relaunches and not started_by_launcher():
         raise ConfigError(
             f"trainer.strategy={strategy} re-launches this script, which in a Hydra multirun (-m) "
             "re-runs the whole sweep in every process. Use trainer.strategy=ddp_spawn in sweeps, "
@@ -103,6 +106,19 @@ def _check_gpus(devices: Any) -> None:
     require_gpus(
         wanted, "trainer.gpus / trainer.accelerator=gpu", "trainer=cpu (or trainer.gpus=0)"
     )
+
+
+def build_trainer(trainer_cfg: Mapping[str, Any], **objects: Any) -> pl.Trainer:
+    """The Trainer of ``trainer_cfg`` (from ``resolve_trainer_config``) with ``objects``
+    (callbacks, loggers, plugins) passed along.
+
+    Raises:
+        ConfigError: Lightning refused one of the ``trainer.*`` values.
+    """
+    try:
+        return instantiate(trainer_cfg, **objects, _convert_="all")
+    except InstantiationException as err:
+        raise ConfigError(f"trainer: {first_line(err.__cause__ or err)}") from None
 
 
 def _instantiate_all(group: DictConfig | None) -> list[Any]:
@@ -156,18 +172,12 @@ def build(cfg: DictConfig, multirun: bool = False) -> Run:
         max_epochs=trainer_cfg.get("max_epochs"),
     )
     tracker = BestTracker("val/dice", "max")
-    try:
-        trainer: pl.Trainer = instantiate(
-            trainer_cfg,
-            callbacks=[*callbacks, tracker],
-            logger=loggers or False,
-            plugins=[AtomicCheckpointIO()],
-            _convert_="all",
-        )
-    except InstantiationException as err:  # Lightning refused one of the trainer.* values
-        cause = err.__cause__ or err
-        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-        raise ConfigError(f"trainer: {reason}") from None
+    trainer = build_trainer(
+        trainer_cfg,
+        callbacks=[*callbacks, tracker],
+        logger=loggers or False,
+        plugins=[AtomicCheckpointIO()],
+    )
     return Run(trainer, model, datamodule, ckpt_path, tracker)
 
 

@@ -35,9 +35,10 @@ def build_transforms(
         augment: random flip, small affine and colour changes (training).
         crop: (height, width) of a random crop of the resized frame (training), or None. Image
             and mask are cropped together, inside the frame, before the augmentations.
-        crop_on_car: the share of crops centred on a car pixel; the others fall anywhere. Most of
-            the error is along the car's edge, which a crop centred on the car nearly always
-            holds, while background-only crops keep teaching the studio.
+        crop_on_car: the share of crops placed to hold a car pixel picked at random
+            (albumentations' ``CropNonEmptyMaskIfExists``); the others fall anywhere. Most of the
+            error is along the car's edge, which a large crop holding car nearly always holds,
+            while background-only crops keep teaching the studio.
         resize: False when the images already have ``size`` (no resize step at all).
     """
     height, width = size

@@ -22,6 +22,8 @@ from hydra_plugins.hydra_submitit_launcher import submitit_launcher
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf
 
+from carseg.errors import first_line
+
 log = logging.getLogger(__name__)
 
 
@@ -81,7 +83,7 @@ def _result(job: Any) -> JobReturn:
     try:
         return job.results()[0]
     except Exception as err:  # submitit's UncompletedJobError, FailedJobError ...
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         log.error("Job %s died without a result: %s", job.job_id, first)
         dead = JobReturn()
         dead.status = JobStatus.FAILED

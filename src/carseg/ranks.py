@@ -1,0 +1,29 @@
+"""Which process this is, when a launcher started several (Lightning's DDP, torchrun, SLURM)."""
+
+from __future__ import annotations
+
+import os
+
+
+def launched_rank() -> int | None:
+    """This process's global rank when a launcher set one in the environment, else None.
+
+    ``RANK`` first: on a second machine under torchrun, ``LOCAL_RANK`` is 0 but ``RANK`` is not.
+    """
+    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key])
+    return None
+
+
+def is_first_process() -> bool:
+    """Whether this is the process that checks and prepares a run's folder (rank 0, or alone)."""
+    return (launched_rank() or 0) == 0
+
+
+def started_by_launcher() -> bool:
+    """Whether a launcher started this job's processes itself (torchrun, srun with several tasks),
+    so that Lightning's DDP does not start them again."""
+    world = os.environ.get("WORLD_SIZE", "1")
+    tasks = os.environ.get("SLURM_NTASKS", "1")
+    return (world.isdigit() and int(world) > 1) or (tasks.isdigit() and int(tasks) > 1)
