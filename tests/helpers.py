@@ -188,3 +188,23 @@ def kill_at_epoch(epoch: int):
                 os.kill(os.getpid(), signal.SIGKILL)
 
     return Killer()
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``folder`` with its size and modification time."""
+    if not folder.exists():
+        return {}
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def quiet_trainer(max_epochs: int, **options):
+    """A CPU Lightning Trainer without logger, progress bar or model summary, for unit tests."""
+    import pytorch_lightning as pl
+
+    defaults = {"accelerator": "cpu", "logger": False, "enable_progress_bar": False,
+                "enable_model_summary": False, "num_sanity_val_steps": 0}  # fmt: skip
+    return pl.Trainer(max_epochs=max_epochs, **{**defaults, **options})

@@ -20,18 +20,7 @@ import torch
 from PIL import Image
 
 from carseg.split import SplitRecord
-from helpers import TINY_TRAIN, build_model, run_entry, run_script
-
-
-def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    """Every file under ``folder`` with its size and modification time."""
-    if not folder.exists():
-        return {}
-    return {
-        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
+from helpers import TINY_TRAIN, build_model, run_entry, run_script, snapshot
 
 
 # --- what the rows are given ---------------------------------------------------------------------

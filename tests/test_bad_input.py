@@ -21,18 +21,7 @@ from PIL import Image
 
 from carseg.dataset import CarvanaDataset
 from carseg.errors import CarsegError
-from helpers import build_datamodule
-
-
-def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    """Every file under ``folder`` with its size and modification time."""
-    if not folder.exists():
-        return {}
-    return {
-        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
+from helpers import build_datamodule, snapshot
 
 
 @pytest.fixture

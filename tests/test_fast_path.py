@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from carseg.checkpoint import load_model
 from carseg.module import CPU_CHANNELS_LAST, channels_last_on
-from helpers import build_model
+from helpers import build_model, quiet_trainer
 
 
 def _batch(n: int = 2, size: tuple[int, int] = (37, 53)) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,15 +82,7 @@ def test_compile_trains_the_step_the_plain_model_trains(tmp_path):
 def _fit(module, tmp_path, epochs: int = 2) -> pl.Trainer:
     images, masks = _batch(n=4, size=(32, 48))
     loader = DataLoader(TensorDataset(images, masks), batch_size=2)
-    trainer = pl.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        num_sanity_val_steps=0,
-    )
+    trainer = quiet_trainer(epochs, default_root_dir=tmp_path)
     trainer.fit(module, train_dataloaders=loader, val_dataloaders=loader)
     return trainer
 

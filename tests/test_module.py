@@ -9,7 +9,7 @@ from carseg.dataset import CarvanaDataset
 from carseg.errors import ConfigError
 from carseg.module import SegmentationModule
 from carseg.transforms import build_transforms
-from helpers import build_model
+from helpers import build_model, quiet_trainer
 
 
 def _batch(tiny_set, n=8, size=(48, 64)):
@@ -99,16 +99,7 @@ def _rates_by_epoch(tiny_set, scheduler: str, epochs: int, **options) -> list[fl
     images, masks = _batch(tiny_set, n=4, size=(16, 24))
     loader = DataLoader(TensorDataset(images, masks), batch_size=4)
     module = build_model(base_width=2, depth=1, lr=1e-3, scheduler=scheduler, **options)
-    trainer = pl.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        logger=False,
-        callbacks=[Record()],
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    trainer = quiet_trainer(epochs, callbacks=[Record()], enable_checkpointing=False)
     trainer.fit(module, train_dataloaders=loader, val_dataloaders=loader)
     return rates
 
