@@ -21,7 +21,6 @@ PREDICTION = (255, 0, 255)  # magenta: the predicted car, and false car in error
 TRUTH = (0, 255, 0)  # green: the true mask's outline, and missed car in error maps
 AGREEMENT = (170, 170, 170)  # grey: car in both, in error maps
 ALPHA = 0.45  # opacity of the prediction's tint
-LEGEND = "prediction tinted magenta, true outline green"
 ERROR_LEGEND = "magenta: false car, green: missed car, grey: both"
 
 
