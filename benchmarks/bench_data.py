@@ -22,9 +22,9 @@ def bench_data(s: Settings, root: Path, tmp: Path, sampler: RssSampler) -> tuple
     """Rows ``data.<scale>.{plain,draft,cache,loader}`` and the ``speedup.*`` comparisons."""
     from torch.utils.data import DataLoader
 
-    from carseg.cache import MaskStore, ResizedCache
-    from carseg.dataset import CarvanaDataset
-    from carseg.transforms import build_transforms
+    from carseg.data.cache import MaskStore, ResizedCache
+    from carseg.data.dataset import CarvanaDataset
+    from carseg.data.transforms import build_transforms
 
     ids = CarvanaDataset(root).ids[: s.data_items]
     source_size = list(CarvanaDataset(root, ids[:1]).load_image(ids[0]).shape[:2])  # (H, W)

@@ -238,7 +238,7 @@ def bench_gpu(gs: GpuSettings, root: Path, tmp: Path, sampler: RssSampler) -> di
     """All four sections: the result's rows, comparisons, FLOP count and GPU description."""
     import torch
 
-    from carseg.module import SegmentationModule
+    from carseg.training.segmentation_module import SegmentationModule
 
     quiet_lightning()
     # Every compiled variant adds a set of guards on UNet.forward: keep them all compiled.

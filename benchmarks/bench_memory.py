@@ -30,7 +30,7 @@ def memory_child(cases: list[dict]) -> None:
     import torch
     import torch.nn.functional as F
 
-    from carseg.module import SegmentationModule
+    from carseg.training.segmentation_module import SegmentationModule
 
     trim = getattr(ctypes.CDLL("libc.so.6"), "malloc_trim", None)
     results = []

@@ -1,6 +1,6 @@
 """Benchmark 4, prediction: images/s at full resolution, as ``src/predict.py`` runs it.
 
-``carseg.inference.Predictor`` on 1918x1280 images: normalise and resize, forward, sigmoid, and
+``carseg.inference.predictor.Predictor`` on 1918x1280 images: normalise and resize, forward, sigmoid, and
 the bilinear upsampling of the probabilities back to full size (decoding is benchmark 1's).
 """
 
@@ -13,12 +13,12 @@ from harness import RssSampler, Settings, Variant, interleaved, row
 
 
 def bench_predict(s: Settings, root: Path, sampler: RssSampler) -> list:
-    """Row ``predict.full``: images/s of ``carseg.inference.Predictor`` on full-size images."""
+    """Row ``predict.full``: images/s of ``carseg.inference.predictor.Predictor`` on full-size images."""
     import torch
 
-    from carseg.dataset import CarvanaDataset
-    from carseg.inference import Predictor, batched, torch_forward
-    from carseg.module import SegmentationModule
+    from carseg.data.dataset import CarvanaDataset
+    from carseg.inference.predictor import Predictor, batched, torch_forward
+    from carseg.training.segmentation_module import SegmentationModule
 
     dataset = CarvanaDataset(root)
     images = [dataset.load_image(i) for i in dataset.ids[: s.predict_images]]

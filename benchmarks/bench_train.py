@@ -27,7 +27,7 @@ def bench_train(s: Settings, sampler: RssSampler, native_bf16: bool) -> tuple[li
     import torch.nn.functional as F
     from torch.utils.data import DataLoader, TensorDataset
 
-    from carseg.module import SegmentationModule
+    from carseg.training.segmentation_module import SegmentationModule
 
     quiet_lightning()
 

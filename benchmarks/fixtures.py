@@ -25,7 +25,7 @@ def find_data(synthetic_cars: int, tmp: Path, override: str | None) -> tuple[Pat
         return Path(override).expanduser().resolve(), f"{override} (--data)"
     if (SAMPLE_DIR / "train").is_dir():
         return SAMPLE_DIR, f"real Carvana sample {SAMPLE_DIR}"
-    from carseg.synthetic import generate_dataset
+    from carseg.data.synthetic import generate_dataset
 
     progress(f"real sample not found at {SAMPLE_DIR}: generating {synthetic_cars} car(s)")
     root = generate_dataset(tmp / "synthetic", n_cars=synthetic_cars, height=1280, width=1918)

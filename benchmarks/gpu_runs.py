@@ -70,7 +70,7 @@ def plain_loop(combo: Combo, gs: GpuSettings, loader: Any, peaks: GpuPeaks) -> R
     channels_last, torch.compile of the model."""
     import torch
 
-    from carseg.module import SegmentationModule
+    from carseg.training.segmentation_module import SegmentationModule
 
     cfg = gpu_model_config()
     torch.manual_seed(0)  # the same initial weights as Lightning's model
@@ -150,7 +150,7 @@ def lightning_fit(
     import pytorch_lightning as pl
     import torch
 
-    from carseg.module import SegmentationModule
+    from carseg.training.segmentation_module import SegmentationModule
 
     torch.manual_seed(0)
     module = SegmentationModule(**gpu_model_config(combo))
@@ -212,7 +212,7 @@ def loader_variant(gs: GpuSettings, size: tuple[int, int], root: Path, tmp: Path
     from omegaconf import OmegaConf
     from torch.utils.data import ConcatDataset
 
-    from carseg.datamodule import CarvanaDataModule, resolve_workers
+    from carseg.data.datamodule import CarvanaDataModule, resolve_workers
 
     cfg = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "data" / "carvana.yaml"))
     cfg.pop("_target_", None)

@@ -1,7 +1,7 @@
 """Score a checkpoint at Kaggle's resolution: ``python src/eval.py ckpt_path=... [data=...]``.
 
 Scores the cars the checkpoint held out for validation (``split=val``). The work is in
-``carseg.evaluation``; the config in ``conf/eval.yaml``.
+``carseg.inference.evaluate``; the config in ``conf/eval.yaml``.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from carseg.checkpoint import load_model
-from carseg.checks import check_choice, check_device, check_int, check_threshold
-from carseg.cli import require, run, user_errors_exit
-from carseg.dataset import CarvanaDataset
-from carseg.evaluation import SPLITS, images_to_score, score_images, write_report
-from carseg.inference import Predictor, input_size, torch_forward
-from carseg.split import cars_of, split_by_car
+from carseg.training.checkpoint_io import load_model
+from carseg.utils.checks import check_choice, check_device, check_int, check_threshold
+from carseg.runs.entrypoint import require, run, user_errors_exit
+from carseg.data.dataset import CarvanaDataset
+from carseg.inference.evaluate import SPLITS, images_to_score, score_images, write_report
+from carseg.inference.predictor import Predictor, input_size, torch_forward
+from carseg.data.split import cars_of, split_by_car
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")

@@ -1,7 +1,7 @@
 """Export a checkpoint for serving: ``python src/export.py ckpt_path=... format=onnx|torchscript``.
 
 Prints the max abs difference of the exported model's logits against eager PyTorch. The work is in
-``carseg.export``.
+``carseg.inference.export``.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from carseg.checkpoint import load_model
-from carseg.checks import check_choice
-from carseg.cli import require, run, user_errors_exit
-from carseg.errors import ConfigError
-from carseg.export import export
+from carseg.training.checkpoint_io import load_model
+from carseg.utils.checks import check_choice
+from carseg.runs.entrypoint import require, run, user_errors_exit
+from carseg.utils.errors import ConfigError
+from carseg.inference.export import export
 
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 

@@ -2,7 +2,7 @@
 
 Masks at each image's original size, optional overlays, and Kaggle's submission.csv; from a
 checkpoint or from an ONNX model (``onnx_path=...``), on any number of devices through Lightning's
-predict loop. The work is in ``carseg.prediction``.
+predict loop. The work is in ``carseg.inference.predict_loop``.
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from carseg.checkpoint import load_model
-from carseg.checks import check_int, check_threshold
-from carseg.cli import require, run, user_errors_exit
-from carseg.datamodule import resolve_workers
-from carseg.errors import ConfigError
-from carseg.image_io import list_images
-from carseg.inference import Predictor, input_size
-from carseg.prediction import (
+from carseg.training.checkpoint_io import load_model
+from carseg.utils.checks import check_int, check_threshold
+from carseg.runs.entrypoint import require, run, user_errors_exit
+from carseg.data.datamodule import resolve_workers
+from carseg.utils.errors import ConfigError
+from carseg.data.image_io import list_images
+from carseg.inference.predictor import Predictor, input_size
+from carseg.inference.predict_loop import (
     Outputs,
     PredictionModule,
     check_output_dir,
@@ -28,9 +28,9 @@ from carseg.prediction import (
     clear,
     plan,
 )
-from carseg.prediction import run as predict
-from carseg.ranks import is_first_process
-from carseg.training import build_trainer, resolve_trainer_config
+from carseg.inference.predict_loop import run as predict
+from carseg.utils.processes import is_first_process
+from carseg.training.train import build_trainer, resolve_trainer_config
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
@@ -56,8 +56,8 @@ def main(cfg: DictConfig) -> None:
             model, info = load_model(cfg.ckpt_path)
             size, threshold, forward = info.size, info.threshold, None
         else:
-            from carseg.export import onnx_metadata
-            from carseg.inference import onnx_forward
+            from carseg.inference.export import onnx_metadata
+            from carseg.inference.predictor import onnx_forward
 
             meta = onnx_metadata(cfg.onnx_path)
             model, size, threshold = None, meta["size"], meta["threshold"]

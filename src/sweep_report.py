@@ -5,7 +5,7 @@
     python src/sweep_report.py                               # the newest sweep
 
 Prints every job's overrides and best val/dice, best first, and writes ``sweep_report.csv`` and
-``sweep_report.png`` into the sweep folder. The work is in ``carseg.sweep``.
+``sweep_report.png`` into the sweep folder. The work is in ``carseg.runs.sweep_report``.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from carseg.cli import project_root, user_errors_exit
-from carseg.sweep import latest_sweep, report
+from carseg.runs.entrypoint import project_root, user_errors_exit
+from carseg.runs.sweep_report import latest_sweep, report
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,7 +4,7 @@
     python src/train.py data=carvana data.root=/data/carvana trainer.gpus=1
     python src/train.py -m model.base_width=8,16 data.batch_size=2,4
 
-The config lives in conf/ (``conf/train.yaml`` and its groups); the work in ``carseg.training``.
+The config lives in conf/ (``conf/train.yaml`` and its groups); the work in ``carseg.training.train``.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from carseg.callbacks.summary import record_failure
-from carseg.cli import run, user_errors_exit
-from carseg.training import train
+from carseg.training.callbacks.summary import record_failure
+from carseg.runs.entrypoint import run, user_errors_exit
+from carseg.training.train import train
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

@@ -26,7 +26,7 @@ def sample_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A generated Carvana-like set: 5 cars x 16 views at 80x120, GIF masks and the RLE CSV."""
-    from carseg.synthetic import generate_dataset
+    from carseg.data.synthetic import generate_dataset
 
     return generate_dataset(
         tmp_path_factory.mktemp("data") / "tiny", n_cars=5, height=80, width=120

@@ -125,7 +125,7 @@ def compose(*overrides: str, config: str = "train"):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    import carseg.cli  # noqa: F401  (registers the project-root resolver that conf/paths uses)
+    import carseg.runs.entrypoint  # noqa: F401  (registers the project-root resolver that conf/paths uses)
 
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         return hydra_compose(config_name=config, overrides=list(overrides))
@@ -150,7 +150,7 @@ def instantiate(node):
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate as hydra_instantiate
 
-    from carseg.errors import CarsegError
+    from carseg.utils.errors import CarsegError
 
     try:
         return hydra_instantiate(node, _convert_="all")

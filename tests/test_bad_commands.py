@@ -19,7 +19,7 @@ import pytorch_lightning as pl
 import torch
 from PIL import Image
 
-from carseg.split import SplitRecord
+from carseg.data.split import SplitRecord
 from helpers import TINY_TRAIN, build_model, run_entry, run_script, snapshot
 
 
@@ -71,7 +71,7 @@ def foreign_checkpoint(tmp: Path) -> Path:
 
 def data_folder(tmp: Path) -> Path:
     """A small data set in Kaggle's layout (2 cars), other cars than the checkpoint's."""
-    from carseg.synthetic import generate_dataset
+    from carseg.data.synthetic import generate_dataset
 
     return generate_dataset(tmp / "data", n_cars=2, height=32, width=48)
 
@@ -232,7 +232,7 @@ def test_a_real_subprocess_agrees(row, tmp_path):
 
 
 def test_a_default_run_folder_that_is_taken_gives_way_to_the_next_name(tmp_path):
-    from carseg.rundir import claim, made_by_this_run
+    from carseg.runs.run_folder import claim, made_by_this_run
 
     folder = tmp_path / "2026-01-01_00-00-00"
     assert claim(folder) == folder and made_by_this_run(folder)

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from carseg.dataset import CarvanaDataset
-from carseg.errors import CarsegError
+from carseg.data.dataset import CarvanaDataset
+from carseg.utils.errors import CarsegError
 from helpers import build_datamodule, snapshot
 
 

@@ -192,7 +192,7 @@ def test_gpu_model_is_the_issues():
     and the speed switches passed as explicit booleans."""
     import torch
 
-    from carseg.module import SegmentationModule
+    from carseg.training.segmentation_module import SegmentationModule
 
     cfg = gpu_config.gpu_model_config(gpu_config.Combo("16-mixed", True, False))
     assert cfg == {**default_model_config(), "base_width": 64, "depth": 4, "bilinear": False,
@@ -208,7 +208,7 @@ def test_train_step_flops():
     """FlopCounterMode's count of a forward + backward, on the meta device: per image it does not
     depend on the batch, it scales with the area, and the issue's U-Net costs 2.7 TFLOP per
     640x960 image."""
-    from carseg.module import SegmentationModule
+    from carseg.training.segmentation_module import SegmentationModule
 
     model = SegmentationModule(**gpu_config.gpu_model_config())
     start = time.perf_counter()

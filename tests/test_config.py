@@ -58,16 +58,16 @@ def test_a_key_set_in_conf_has_no_second_default_in_python(path, where, node):
 def test_the_targets_are_found():
     targets = {node["_target_"] for _, _, node in _our_targets()}
     assert {
-        "carseg.datamodule.CarvanaDataModule",
-        "carseg.module.SegmentationModule",
-        "carseg.callbacks.RunSummary",
+        "carseg.data.datamodule.CarvanaDataModule",
+        "carseg.training.segmentation_module.SegmentationModule",
+        "carseg.training.callbacks.RunSummary",
     } <= targets
 
 
 # Where each entry config's keys are read: the entry point, and the library function it hands
 # the whole config to.
 READERS = {
-    "train": ["src/train.py", "src/carseg/training.py"],
+    "train": ["src/train.py", "src/carseg/training/train.py"],
     "eval": ["src/eval.py"],
     "predict": ["src/predict.py"],
     "export": ["src/export.py"],

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from carseg.dataset import CarvanaDataset
-from carseg.errors import CarsegError
-from carseg.inference import Predictor, at_size, tiled_probabilities, torch_forward
-from carseg.transforms import build_transforms
+from carseg.data.dataset import CarvanaDataset
+from carseg.utils.errors import CarsegError
+from carseg.inference.predictor import Predictor, at_size, tiled_probabilities, torch_forward
+from carseg.data.transforms import build_transforms
 from helpers import build_datamodule, build_model, run_entry
 
 

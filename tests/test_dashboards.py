@@ -1,4 +1,4 @@
-"""TensorBoard dashboards and run records: the callbacks of ``carseg.callbacks``, and TensorBoard
+"""TensorBoard dashboards and run records: the callbacks of ``carseg.training.callbacks``, and TensorBoard
 itself, opened in a headless Chromium, showing a real run's charts and prediction images."""
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from carseg.callbacks import HyperparameterLogger, RunSummary, ValidationImageLogger
-from carseg.callbacks.summary import git_commit
-from carseg.drawing import ALPHA, PREDICTION, TRUTH, denormalize, image_grid, mask_contour, overlay
-from carseg.errors import ConfigError
-from carseg.module import SegmentationModule
-from carseg.transforms import IMAGENET_MEAN, IMAGENET_STD
+from carseg.training.callbacks import HyperparameterLogger, RunSummary, ValidationImageLogger
+from carseg.training.callbacks.summary import git_commit
+from carseg.utils.drawing import ALPHA, PREDICTION, TRUTH, denormalize, image_grid, mask_contour, overlay
+from carseg.utils.errors import ConfigError
+from carseg.training.segmentation_module import SegmentationModule
+from carseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from helpers import REPO, TINY_TRAIN, build_callback, build_datamodule, build_model, run_script
 
 GREEN = TRUTH

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from carseg.dataset import CarvanaDataset
-from carseg.errors import DataError, DataNotFoundError
-from carseg.split import car_id, split_by_car
-from carseg.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
+from carseg.data.dataset import CarvanaDataset
+from carseg.utils.errors import DataError, DataNotFoundError
+from carseg.data.split import car_id, split_by_car
+from carseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
 from helpers import build_datamodule
 
 
@@ -177,7 +177,7 @@ def test_jpeg_draft_decodes_at_reduced_scale_close_to_full_decode(tiny_set):
 def test_cache_gives_the_same_items_and_is_rebuilt_when_a_source_changes(tiny_set, tmp_path):
     import os
 
-    from carseg.cache import ResizedCache
+    from carseg.data.cache import ResizedCache
 
     root = tmp_path / "set"
     shutil.copytree(tiny_set, root)

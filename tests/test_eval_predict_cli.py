@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from carseg.checkpoint import load_model
-from carseg.dataset import CarvanaDataset
-from carseg.image_io import read_image
-from carseg.inference import Predictor, torch_forward
-from carseg.rle import read_rle_csv, rle_decode
-from carseg.split import split_by_car
+from carseg.training.checkpoint_io import load_model
+from carseg.data.dataset import CarvanaDataset
+from carseg.data.image_io import read_image
+from carseg.inference.predictor import Predictor, torch_forward
+from carseg.data.rle import read_rle_csv, rle_decode
+from carseg.data.split import split_by_car
 from helpers import REPO, TINY_TRAIN, run_script
 
 pytestmark = pytest.mark.slow

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from carseg.dataset import CarvanaDataset
-from carseg.errors import ConfigError
-from carseg.evaluation import images_to_score, score_images, summarise, write_report
-from carseg.inference import Predictor
-from carseg.split import SplitRecord, car_id
+from carseg.data.dataset import CarvanaDataset
+from carseg.utils.errors import ConfigError
+from carseg.inference.evaluate import images_to_score, score_images, summarise, write_report
+from carseg.inference.predictor import Predictor
+from carseg.data.split import SplitRecord, car_id
 
 IDS = [f"{car}_{view:02d}" for car in ("aaa", "bbb", "ccc", "ddd") for view in (1, 2)]
 RECORD = SplitRecord("/data", 0.25, 7, train_cars=["aaa", "bbb", "ccc"], val_cars=["ddd"])

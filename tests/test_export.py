@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from carseg.checkpoint import ModelInfo
-from carseg.export import export, onnx_metadata, torchscript_forward
-from carseg.inference import onnx_forward, torch_forward
+from carseg.training.checkpoint_io import ModelInfo
+from carseg.inference.export import export, onnx_metadata, torchscript_forward
+from carseg.inference.predictor import onnx_forward, torch_forward
 from helpers import build_model
 
 

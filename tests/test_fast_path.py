@@ -11,8 +11,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from carseg.checkpoint import load_model
-from carseg.module import CPU_CHANNELS_LAST, channels_last_on
+from carseg.training.checkpoint_io import load_model
+from carseg.training.segmentation_module import CPU_CHANNELS_LAST, channels_last_on
 from helpers import build_model, quiet_trainer
 
 

@@ -14,9 +14,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from carseg.checkpoint import AtomicCheckpointIO, DiskFullError, resolve_resume
-from carseg.errors import ConfigError, DataError, TrainingDivergedError
-from carseg.training import train
+from carseg.training.checkpoint_io import AtomicCheckpointIO, DiskFullError, resolve_resume
+from carseg.utils.errors import ConfigError, DataError, TrainingDivergedError
+from carseg.training.train import train
 from helpers import REPO, TINY_TRAIN, run_script
 
 

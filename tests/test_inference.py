@@ -3,11 +3,11 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from carseg.checkpoint import load_model as load_checkpoint
-from carseg.errors import ConfigError, DataError, DataNotFoundError
-from carseg.image_io import list_images
-from carseg.inference import Predictor, input_size, torch_forward
-from carseg.prediction import check_output_dir
+from carseg.training.checkpoint_io import load_model as load_checkpoint
+from carseg.utils.errors import ConfigError, DataError, DataNotFoundError
+from carseg.data.image_io import list_images
+from carseg.inference.predictor import Predictor, input_size, torch_forward
+from carseg.inference.predict_loop import check_output_dir
 from helpers import build_model
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from carseg.sweep import report
+from carseg.runs.sweep_report import report
 from helpers import REPO, TINY_TRAIN, run_entry, run_script
 
 pytestmark = pytest.mark.slow

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from carseg.losses import SegmentationLoss, soft_dice
-from carseg.metrics import carvana_dice, dice_per_image
+from carseg.models.losses import SegmentationLoss, soft_dice
+from carseg.models.metrics import carvana_dice, dice_per_image
 
 
 def test_dice_per_image_formula():

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from carseg.model import UNet
+from carseg.models.unet import UNet
 
 
 @pytest.mark.parametrize("bilinear", [True, False])

@@ -5,10 +5,10 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from carseg.dataset import CarvanaDataset
-from carseg.errors import ConfigError
-from carseg.module import SegmentationModule
-from carseg.transforms import build_transforms
+from carseg.data.dataset import CarvanaDataset
+from carseg.utils.errors import ConfigError
+from carseg.training.segmentation_module import SegmentationModule
+from carseg.data.transforms import build_transforms
 from helpers import build_model, quiet_trainer
 
 

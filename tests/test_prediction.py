@@ -9,10 +9,10 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from carseg.errors import DataError
-from carseg.prediction import Outputs, merge
-from carseg.split import SplitRecord
-from carseg.synthetic import generate_dataset
+from carseg.utils.errors import DataError
+from carseg.inference.predict_loop import Outputs, merge
+from carseg.data.split import SplitRecord
+from carseg.data.synthetic import generate_dataset
 from helpers import build_model, run_entry, run_script
 
 

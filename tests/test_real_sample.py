@@ -3,8 +3,8 @@
 import numpy as np
 import pytorch_lightning as pl
 
-from carseg.dataset import CarvanaDataset
-from carseg.split import car_id
+from carseg.data.dataset import CarvanaDataset
+from carseg.data.split import car_id
 from helpers import build_datamodule, build_model
 
 

@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-from carseg.rle import read_rle_csv, rle_decode, rle_encode, write_rle_csv
+from carseg.data.rle import read_rle_csv, rle_decode, rle_encode, write_rle_csv
 
 # Kaggle's train_masks.csv row for 00087a6bd4dc_01.jpg begins so (see the sample's README).
 KAGGLE_PREFIX = "879386 40 881253 141 883140 205 885009 17"

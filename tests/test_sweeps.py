@@ -1,4 +1,4 @@
-"""Sweeps: the report over a multirun folder (``carseg.sweep``, ``src/sweep_report.py``), a real
+"""Sweeps: the report over a multirun folder (``carseg.runs.sweep_report``, ``src/sweep_report.py``), a real
 Optuna search through ``src/train.py -m hparams_search=optuna``, and the experiment recipes."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from carseg.sweep import (
+from carseg.runs.sweep_report import (
     CSV_FILE,
     PLOT_FILE,
     SweepNotFoundError,

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from carseg import synthetic
-from carseg.rle import read_rle_csv, rle_decode
-from carseg.synthetic import CarSpec, ensure_dataset, generate_dataset, render_view, sample_car
+from carseg.data import synthetic
+from carseg.data.rle import read_rle_csv, rle_decode
+from carseg.data.synthetic import CarSpec, ensure_dataset, generate_dataset, render_view, sample_car
 
 H, W = 64, 96  # small, with Carvana's 2:3 aspect ratio
 N_CARS = 3
@@ -71,7 +71,7 @@ def test_layout_matches_kaggle(small_set: Path) -> None:
     assert [row[0] for row in rows] == cars
     assert all(2000 < int(row[1]) < 2020 and all(row[2:]) for row in rows)
     assert json.loads((small_set / "generator.json").read_text()) == {
-        "format": "carseg.synthetic", "format_version": synthetic.FORMAT_VERSION,
+        "format": "carseg.data.synthetic", "format_version": synthetic.FORMAT_VERSION,
         "n_cars": N_CARS, "height": H, "width": W, "seed": 0,
     }  # fmt: skip
 
@@ -125,7 +125,7 @@ def test_same_seed_same_bytes_other_seed_other_set(tmp_path: Path) -> None:
     first = snapshot(generate_dataset(tmp_path / "a", 2, H, W, seed=7))
     # A fresh interpreter: nothing cached in this process may hide a difference.
     code = (
-        "import sys; from carseg.synthetic import generate_dataset; "
+        "import sys; from carseg.data.synthetic import generate_dataset; "
         f"generate_dataset(sys.argv[1], 2, {H}, {W}, seed=7)"
     )
     src = str(Path(synthetic.__file__).parents[1])  # the carseg under test, installed or not

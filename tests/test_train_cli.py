@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from carseg.module import SegmentationModule
+from carseg.training.segmentation_module import SegmentationModule
 from helpers import TINY_TRAIN, run_script
 
 TINY = TINY_TRAIN

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from carseg.errors import ConfigError
-from carseg.training import build, resolve_trainer_config
+from carseg.utils.errors import ConfigError
+from carseg.training.train import build, resolve_trainer_config
 from helpers import compose
 
 NO_GPU = not torch.cuda.is_available()

@@ -22,7 +22,7 @@ from hydra_plugins.hydra_submitit_launcher import submitit_launcher
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf
 
-from carseg.errors import first_line
+from carseg.utils.errors import first_line
 
 log = logging.getLogger(__name__)
 

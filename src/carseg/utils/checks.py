@@ -1,0 +1,114 @@
+"""Checks of the options a user types: each failure is a ``ConfigError`` naming the key and a fix.
+
+Every option that reaches torch, Lightning or the file system is checked here first, so that a
+mistake costs one line of message and exit 2, not a traceback from deep inside a library.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from carseg.utils.errors import ConfigError
+
+
+def check_int(key: str, value: Any, minimum: int, hint: str = "") -> int:
+    """``value`` if it is an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        extra = f" ({hint})" if hint else ""
+        raise ConfigError(f"{key} must be an integer >= {minimum}{extra}, got {value!r}")
+    return value
+
+
+def check_positive(key: str, value: Any) -> float:
+    """``value`` if it is a finite number > 0 (a learning rate, a weight)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    if value <= 0:
+        raise ConfigError(f"{key} must be greater than 0, got {value}")
+    return float(value)
+
+
+def check_non_negative(key: str, value: Any) -> float:
+    """``value`` if it is a finite number >= 0 (a weight decay, a loss weight)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    if value < 0:
+        raise ConfigError(f"{key} must be 0 or more, got {value}")
+    return float(value)
+
+
+def check_threshold(key: str, value: Any) -> float:
+    """``value`` if it is a probability strictly between 0 and 1.
+
+    0 or less makes every pixel car, 1 or more none: both give a mask that means nothing.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 < value < 1.0:
+        raise ConfigError(
+            f"{key}={value!r}: the threshold is the probability above which a pixel is car and "
+            "must be between 0 and 1 (exclusive), e.g. 0.5"
+        )
+    return float(value)
+
+
+def check_choice(key: str, value: Any, choices: Sequence[str]) -> str:
+    """``value`` if it is one of ``choices``."""
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r}: choose one of {', '.join(map(str, choices))}")
+    return value
+
+
+def check_size(key: str, size: Any) -> tuple[int, int]:
+    """``(height, width)`` from a two-item list of positive integers."""
+    if (
+        not isinstance(size, Sequence)
+        or isinstance(size, str)
+        or len(size) != 2
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in size)
+    ):
+        raise ConfigError(f"{key} must be [height, width] in pixels, e.g. [320,480]; got {size!r}")
+    return int(size[0]), int(size[1])
+
+
+def require_gpus(wanted: int, asked_by: str, instead: str) -> None:
+    """Stop unless this machine has ``wanted`` CUDA GPUs.
+
+    Args:
+        wanted: how many.
+        asked_by: the option that asked for them, for the message.
+        instead: the option to use on a machine without them.
+    """
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if available == 0:
+        why = (
+            "this PyTorch is a CPU-only build"
+            if torch.version.cuda is None
+            else "CUDA finds no GPU (check the driver and CUDA_VISIBLE_DEVICES)"
+        )
+        raise ConfigError(
+            f"{wanted} GPU(s) asked for ({asked_by}), but this machine has none: {why}. "
+            f"Use {instead}."
+        )
+    if wanted > available:
+        raise ConfigError(
+            f"{wanted} GPUs asked for ({asked_by}), but only {available} are available: "
+            f"ask for {available} or fewer"
+        )
+
+
+def check_device(key: str, device: Any) -> str:
+    """A torch device string (``cpu``, ``cuda``, ``cuda:1``, ``mps``) that this machine has."""
+    try:
+        parsed = torch.device(str(device))
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"{key}={device!r}: give cpu, cuda, cuda:<index> or mps") from None
+    if parsed.type == "cuda":
+        require_gpus((parsed.index or 0) + 1, f"{key}={device}", f"{key}=cpu")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{key}=mps: MPS (Apple GPU) is not available here; use {key}=cpu")
+    elif parsed.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"{key}={device!r}: give cpu, cuda, cuda:<index> or mps")
+    return str(parsed)
