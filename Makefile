@@ -8,7 +8,6 @@ TORCH_VERSION := 2.13.0
 TORCH_PIP_ARGS ?=
 ARGS ?=
 
-export NO_ALBUMENTATIONS_UPDATE := 1
 
 .PHONY: install train test test-fast lint format tensorboard sweep-report bench bench-gpu clean
 

@@ -26,10 +26,11 @@ from bench_gpu import bench_gpu
 from bench_memory import bench_memory
 from bench_predict import bench_predict
 from bench_train import bench_train
-from fixtures import find_data
 from gpu_config import GpuSettings, cuda_missing, gpu_settings
 from harness import REPO, RssSampler, Settings, elapsed_s, environment, progress, settings
 from report import gpu_markdown, gpu_table, markdown, table
+
+from fixtures import find_data
 
 DEFAULT_OUT = {
     "cpu": REPO / "benchmarks" / "results.json",

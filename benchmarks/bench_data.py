@@ -24,11 +24,15 @@ def bench_data(s: Settings, root: Path, tmp: Path, sampler: RssSampler) -> tuple
 
     from carseg.data.cache import MaskStore, ResizedCache
     from carseg.data.dataset import CarvanaDataset
-    from carseg.data.transforms import build_transforms
+    from carseg.data.transforms import training_transforms
+    from fixtures import default_augmentation
 
-    ids = CarvanaDataset(root).ids[: s.data_items]
-    source_size = list(CarvanaDataset(root, ids[:1]).load_image(ids[0]).shape[:2])  # (H, W)
+    ids = CarvanaDataset(root, image_dir="train").ids[: s.data_items]
+    source_size = list(
+        CarvanaDataset(root, ids[:1], image_dir="train").load_image(ids[0]).shape[:2]
+    )  # (H, W)
     variants, loaders = [], []
+    augmentation = default_augmentation()
 
     def items(dataset: CarvanaDataset, seed: list[int]) -> Callable[[], int]:
         def run() -> int:
@@ -46,12 +50,17 @@ def bench_data(s: Settings, root: Path, tmp: Path, sampler: RssSampler) -> tuple
         label = f"{'1/4' if name == 'quarter' else '1/2'} {h}x{w}"
         loading = f"DataLoader, {s.loader_workers} workers, batch {s.loader_batch}, draft"
         progress(f"data: building the {h}x{w} cache of {len(ids)} images (not timed)")
-        plain_set = CarvanaDataset(root, ids)
+        plain_set = CarvanaDataset(root, ids, image_dir="train")
         store = MaskStore.build(plain_set, tmp / "cache", threads=1)
-        cache = ResizedCache.build(CarvanaDataset(root, ids, decode_size=size), size, tmp / "cache")
+        cache = ResizedCache.build(
+            CarvanaDataset(root, ids, image_dir="train", decode_size=size), size, tmp / "cache"
+        )
 
         def dataset(size: tuple[int, int] = size, **kw) -> CarvanaDataset:
-            return CarvanaDataset(root, ids, build_transforms(size, augment=True), **kw)
+            augmented = training_transforms(
+                size, resize=True, augmentation=augmentation, crop=None, crop_on_car=0.0
+            )
+            return CarvanaDataset(root, ids, augmented, image_dir="train", **kw)
 
         loader = DataLoader(
             dataset(decode_size=size),
@@ -81,14 +90,15 @@ def bench_data(s: Settings, root: Path, tmp: Path, sampler: RssSampler) -> tuple
     # full size, no resize: the full-resolution recipe's training items (crops of the frame)
     full = tuple(source_size)
     crop = (min(1024, full[0]), min(1024, full[1]))
-    masks = MaskStore.build(CarvanaDataset(root, ids), tmp / "cache", threads=1)
+    masks = MaskStore.build(CarvanaDataset(root, ids, image_dir="train"), tmp / "cache", threads=1)
     for kind, what, kw in (
         ("plain", "GIF masks", {}),
         ("store", "masks decoded once (default)", {"masks": masks}),
     ):
-        dataset = CarvanaDataset(
-            root, ids, build_transforms(full, True, crop, 0.75, resize=False), **kw
+        crops = training_transforms(
+            full, resize=False, augmentation=augmentation, crop=crop, crop_on_car=0.75
         )
+        dataset = CarvanaDataset(root, ids, crops, image_dir="train", **kw)
         variants.append(
             Variant(f"data.full.{kind}", f"full {full[0]}x{full[1]}, {crop[0]}x{crop[1]} crops, "
                     f"{what}", items(dataset, [0]))

@@ -26,7 +26,6 @@ from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
-from fixtures import fixed_batches, quiet_lightning, train_step_flops
 from gpu_config import (
     MODEL_OVERRIDES,
     Combo,
@@ -37,6 +36,8 @@ from gpu_config import (
 )
 from gpu_runs import GpuPeaks, Make, Run, lightning_fit, loader_variant, matmul, plain_loop
 from harness import RssSampler, Variant, first_call, interleaved, progress, row
+
+from fixtures import fixed_batches, quiet_lightning, train_step_flops
 
 BUILD_TIMEOUT_S = 600  # building a variant (no compiling: that is its first call's)
 

@@ -16,8 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-from fixtures import default_model_config, fixed_batches
 from harness import RssSampler, Settings, progress, rss_mib, status_kib
+
+from fixtures import default_model_config, fixed_batches
 
 
 def memory_child(cases: list[dict]) -> None:

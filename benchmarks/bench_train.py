@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 import statistics
 
+from harness import RssSampler, Settings, Variant, first_call, interleaved, progress, row
+
 from fixtures import (
     BARE_FIT,
     default_model_config,
@@ -17,7 +19,6 @@ from fixtures import (
     quiet_lightning,
     train_step_flops,
 )
-from harness import RssSampler, Settings, Variant, first_call, interleaved, progress, row
 
 
 def bench_train(s: Settings, sampler: RssSampler, native_bf16: bool) -> tuple[list, list, dict]:
@@ -62,7 +63,9 @@ def bench_train(s: Settings, sampler: RssSampler, native_bf16: bool) -> tuple[li
         if cl:
             model = model.to(memory_format=channels_last)
         optimizer = torch.optim.Adam(
-            model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"]
+            model.parameters(),
+            lr=cfg["optimizer"]["lr"],
+            weight_decay=cfg["optimizer"]["weight_decay"],
         )
         net = torch.compile(model) if compiled else model
 

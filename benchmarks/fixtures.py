@@ -28,7 +28,9 @@ def find_data(synthetic_cars: int, tmp: Path, override: str | None) -> tuple[Pat
     from carseg.data.synthetic import generate_dataset
 
     progress(f"real sample not found at {SAMPLE_DIR}: generating {synthetic_cars} car(s)")
-    root = generate_dataset(tmp / "synthetic", n_cars=synthetic_cars, height=1280, width=1918)
+    root = generate_dataset(
+        tmp / "synthetic", n_cars=synthetic_cars, height=1280, width=1918, seed=0
+    )
     return root, f"generated: {synthetic_cars} synthetic car(s) x 16 views at 1918x1280"
 
 
@@ -58,19 +60,37 @@ def quiet_lightning() -> None:
 
 
 def default_model_config(**overrides: Any) -> dict:
-    """``conf/model/unet.yaml`` as keyword arguments of ``SegmentationModule``, with overrides.
+    """``conf/model/unet.yaml`` composed (its net, optimiser, schedule and loss nodes) as keyword
+    arguments of ``SegmentationModule``, with overrides: a net's argument (``base_width=64``) goes
+    to the net's node, the module's own (``channels_last=True``) to the module.
 
     The module has no defaults of its own (they live in the yaml only), so the benchmarks build
     every model from this, as a training run does.
     """
+    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "model" / "unet.yaml"))
-    cfg.pop("_target_", None)
-    unknown = set(overrides) - set(cfg)
+    import carseg.runs.config  # noqa: F401  (the resolvers conf/ uses)
+
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["model=unet"])
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    for key in ("_target_", "_recursive_"):
+        model.pop(key)
+    unknown = set(overrides) - set(model) - set(model["net"])
     if unknown:
-        raise ValueError(f"not keys of conf/model/unet.yaml: {sorted(unknown)}")
-    return {**cfg, **overrides}
+        raise ValueError(f"not keys of conf/model/unet.yaml or its net: {sorted(unknown)}")
+    for key, value in overrides.items():
+        (model["net"] if key in model["net"] else model)[key] = value
+    return model
+
+
+def default_augmentation() -> dict:
+    """The training augmentations' ranges of ``conf/data/carvana.yaml``."""
+    from omegaconf import OmegaConf
+
+    data = OmegaConf.load(REPO / "conf" / "data" / "carvana.yaml")
+    return OmegaConf.to_container(data.augmentation)
 
 
 def fixed_batches(n: int, batch: int, size: tuple[int, int]) -> tuple[Any, Any]:

@@ -18,9 +18,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from fixtures import BARE_FIT
 from gpu_config import Combo, GpuSettings, gpu_model_config
 from harness import REPO, Variant, worker_pids
+
+from fixtures import BARE_FIT
 
 Run = Callable[[], tuple[int, float]]  # a self-timed run: (images, seconds)
 Make = Callable[[], tuple[Callable[[], None] | None, Run]]  # builds (untimed prepare, run)
@@ -80,7 +81,10 @@ def plain_loop(combo: Combo, gs: GpuSettings, loader: Any, peaks: GpuPeaks) -> R
         model = model.to(memory_format=torch.channels_last)
     criterion = module.criterion  # the same loss as the module's training_step
     optimizer = torch.optim.Adam(
-        model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"], fused=True
+        model.parameters(),
+        lr=cfg["optimizer"]["lr"],
+        weight_decay=cfg["optimizer"]["weight_decay"],
+        fused=True,
     )
     dtype = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}.get(combo.precision)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype is torch.float16)
@@ -212,7 +216,8 @@ def loader_variant(gs: GpuSettings, size: tuple[int, int], root: Path, tmp: Path
     from omegaconf import OmegaConf
     from torch.utils.data import ConcatDataset
 
-    from carseg.data.datamodule import CarvanaDataModule, resolve_workers
+    from carseg.data.datamodule import CarvanaDataModule
+    from carseg.utils.processes import loader_workers
 
     cfg = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "data" / "carvana.yaml"))
     cfg.pop("_target_", None)
@@ -222,7 +227,7 @@ def loader_variant(gs: GpuSettings, size: tuple[int, int], root: Path, tmp: Path
     )  # fmt: skip
     dm = CarvanaDataModule(**cfg)
     dm.setup("fit")
-    workers = resolve_workers("auto")
+    workers = loader_workers("auto")
     n_batches = gs.loader_batches_per_worker * max(1, workers)
     # The sample's 16 training images make an epoch shorter than a run: repeat them.
     repeat = math.ceil(n_batches * gs.batch / len(dm.train_set))

@@ -33,10 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-# Environment set-up, once for every benchmark file: albumentations would otherwise try the
-# network at every import.
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
 REPO = Path(__file__).resolve().parents[1]
 GIB_MIB = 1024  # MiB in a GiB
 COMPILE_TIMEOUT_S = 300

@@ -11,26 +11,25 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from carseg.training.checkpoint_io import load_model
-from carseg.utils.checks import check_choice
-from carseg.runs.entrypoint import require, run, user_errors_exit
+from carseg.inference.export import FORMATS, SUFFIXES, export
+from carseg.inference.loading import load_model
+from carseg.models.registry import trusting
+from carseg.runs.entrypoint import run, user_errors_exit
+from carseg.utils.checks import check_choice, check_required
 from carseg.utils.errors import ConfigError
-from carseg.inference.export import export
-
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
 def main(cfg: DictConfig) -> None:
     with user_errors_exit(cfg.paths.output_dir):
-        require(cfg, "ckpt_path", "the checkpoint to export")
-        check_choice("format", cfg.format, list(SUFFIXES))
-        model, info = load_model(cfg.ckpt_path)
-        ckpt = Path(cfg.ckpt_path)
+        ckpt = Path(check_required(cfg, "ckpt_path", "the checkpoint to export"))
+        check_choice("format", cfg.format, FORMATS)
+        with trusting(*cfg.trusted_targets):
+            model, record = load_model(ckpt)
         output = Path(cfg.output) if cfg.output else ckpt.with_suffix(SUFFIXES[cfg.format])
         if output.exists() and not cfg.overwrite:
             raise ConfigError(f"{output} exists: give another output=..., or overwrite=true")
-        path, diff = export(model, info, output, cfg.format)
+        path, diff = export(model, record, output, cfg.format)
     print(f"\nexported:  {path} ({cfg.format})")
     print(f"parity:    max |logits - eager logits| = {diff:.3g}")
 

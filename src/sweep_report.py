@@ -13,7 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from carseg.runs.entrypoint import project_root, user_errors_exit
+from carseg.runs.config import project_root
+from carseg.runs.entrypoint import user_errors_exit
 from carseg.runs.sweep_report import latest_sweep, report
 
 

@@ -4,7 +4,8 @@
     python src/train.py data=carvana data.root=/data/carvana trainer.gpus=1
     python src/train.py -m model.base_width=8,16 data.batch_size=2,4
 
-The config lives in conf/ (``conf/train.yaml`` and its groups); the work in ``carseg.training.train``.
+The config lives in conf/ (``conf/train.yaml`` and its groups); the work in
+``carseg.training.train``.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from carseg.training.callbacks.summary import record_failure
 from carseg.runs.entrypoint import run, user_errors_exit
+from carseg.training.callbacks.summary import record_failure
 from carseg.training.train import train
 
 

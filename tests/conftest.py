@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = Path(
     os.environ.get("CARSEG_SAMPLE_DIR", REPO.parent / "shared" / "carvana_sample")
@@ -29,7 +27,7 @@ def tiny_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from carseg.data.synthetic import generate_dataset
 
     return generate_dataset(
-        tmp_path_factory.mktemp("data") / "tiny", n_cars=5, height=80, width=120
+        tmp_path_factory.mktemp("data") / "tiny", n_cars=5, height=80, width=120, seed=0
     )
 
 
@@ -45,3 +43,16 @@ def project_root(tmp_path_factory: pytest.TempPathFactory):
         os.environ.pop("CARSEG_ROOT", None)
     else:
         os.environ["CARSEG_ROOT"] = saved
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """(project root, best checkpoint, data folder) of a tiny model trained by train.py."""
+    from helpers import TINY_TRAIN, run_script
+
+    root = tmp_path_factory.mktemp("trained")
+    proc = run_script(root, "train", *TINY_TRAIN, "trainer.max_epochs=3", "model.optimizer.lr=3e-3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (ckpt,) = (root / "outputs" / "train" / "runs").glob("*/checkpoints/epoch_*.ckpt")
+    (data,) = (root / "outputs" / "data").glob("synthetic-*")
+    return root, ckpt, data

@@ -18,7 +18,7 @@ TINY_TRAIN = [
     "data.size=[32,48]",
     "data.num_workers=0",
     "model=unet_small",
-    "model.base_width=4",
+    "model.net.base_width=4",
     "trainer.max_epochs=2",
 ]
 
@@ -27,7 +27,7 @@ def run_script(
     root: Path, script: str, *overrides: str, env: dict | None = None
 ) -> subprocess.CompletedProcess:
     """Run ``src/<script>.py`` as a user would, with runs landing in ``root/outputs``."""
-    env = {**os.environ, "CARSEG_ROOT": str(root), "NO_ALBUMENTATIONS_UPDATE": "1", **(env or {})}
+    env = {**os.environ, "CARSEG_ROOT": str(root), **(env or {})}
     return subprocess.run(
         [sys.executable, str(REPO / "src" / f"{script}.py"), *overrides],
         cwd=root,
@@ -55,8 +55,8 @@ def run_entry(root: Path, script: str, *overrides: str) -> subprocess.CompletedP
     root_logger = logging.getLogger()
     handlers, level = root_logger.handlers[:], root_logger.level
     saved_argv, saved_cwd = sys.argv[:], os.getcwd()
-    saved_env = {k: os.environ.get(k) for k in ("CARSEG_ROOT", "NO_ALBUMENTATIONS_UPDATE")}
-    os.environ.update(CARSEG_ROOT=str(root), NO_ALBUMENTATIONS_UPDATE="1")
+    saved_env = {"CARSEG_ROOT": os.environ.get("CARSEG_ROOT")}
+    os.environ.update(CARSEG_ROOT=str(root))
     sys.argv = [str(REPO / "src" / f"{script}.py"), *overrides]
     os.chdir(root)
     code = 0
@@ -125,7 +125,7 @@ def compose(*overrides: str, config: str = "train"):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    import carseg.runs.entrypoint  # noqa: F401  (registers the project-root resolver that conf/paths uses)
+    import carseg.runs.config  # noqa: F401  (registers the resolvers conf/ uses)
 
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         return hydra_compose(config_name=config, overrides=list(overrides))
@@ -160,9 +160,32 @@ def instantiate(node):
         raise
 
 
+# build_model's keyword arguments that belong to one of the model's nodes
+NET_KEYS = ("in_channels", "base_width", "depth", "bilinear", "batch_norm")
+OPTIMIZER_KEYS = ("lr", "weight_decay")
+GROUPS = ("net", "optimizer", "scheduler", "loss")  # chosen by name: loss="bce_dice"
+
+
 def build_model(model: str = "unet", **options):
-    """A ``SegmentationModule`` from ``conf/model/<model>.yaml`` with ``options`` changed."""
-    return instantiate(compose(f"model={model}", *_dotted("model", options)).model)
+    """A ``SegmentationModule`` from ``conf/model/<model>.yaml`` with ``options`` changed.
+
+    ``net=``, ``optimizer=``, ``scheduler=`` and ``loss=`` choose a file of that group; the net's
+    and the optimiser's arguments (``base_width=4``, ``lr=1e-3``) and ``dice_weight`` go to their
+    node; the rest to the module (``threshold=0.9``).
+    """
+    overrides = [f"model={model}"]
+    for key, value in options.items():
+        if key in GROUPS:
+            overrides.append(f"model/{key}={value}")
+        elif key in NET_KEYS:
+            overrides += _dotted("model.net", {key: value})
+        elif key in OPTIMIZER_KEYS:
+            overrides += _dotted("model.optimizer", {key: value})
+        elif key == "dice_weight":
+            overrides += _dotted("model.loss", {key: value})
+        else:
+            overrides += _dotted("model", {key: value})
+    return instantiate(compose(*overrides).model)
 
 
 def build_datamodule(root, data: str = "carvana", **options):
@@ -208,3 +231,35 @@ def quiet_trainer(max_epochs: int, **options):
     defaults = {"accelerator": "cpu", "logger": False, "enable_progress_bar": False,
                 "enable_model_summary": False, "num_sanity_val_steps": 0}  # fmt: skip
     return pl.Trainer(max_epochs=max_epochs, **{**defaults, **options})
+
+
+def augmentation(**changes):
+    """The training augmentations' ranges of ``conf/data/carvana.yaml``, with ``changes``."""
+    from omegaconf import OmegaConf
+
+    ranges = OmegaConf.to_container(compose("data=carvana").data.augmentation, resolve=True)
+    return {**ranges, **changes}
+
+
+def predictor(model, size, tta: bool = False, tile=None, tile_overlap: int = 64):
+    """A ``Predictor`` of one model at ``size``."""
+    from carseg.inference.predictor import Predictor
+
+    return Predictor(models=[model], sizes=[size], tta=tta, tile=tile, tile_overlap=tile_overlap)
+
+
+def compose_train(tmp_path: Path, *overrides: str):
+    """``conf/train.yaml`` on the tiny set, its run in ``tmp_path/run``, no logger or progress
+    bar, open to new keys (a test adds callbacks)."""
+    from omegaconf import OmegaConf
+
+    cfg = compose(
+        *TINY_TRAIN,
+        f"paths.root_dir={tmp_path}",
+        f"paths.output_dir={tmp_path / 'run'}",
+        "logger=none",
+        "callbacks.progress_bar=null",
+        *overrides,
+    )
+    OmegaConf.set_struct(cfg, False)
+    return cfg

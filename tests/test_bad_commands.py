@@ -37,10 +37,10 @@ def checkpoint(tmp: Path, epoch: int = 0, base_width: int = 2, **record) -> Path
     raw = torch.load(path, weights_only=True)
     raw["epoch"] = epoch  # saved at the end of this epoch: epoch + 1 finished
     raw["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"] = epoch + 1
-    raw["datamodule_hyper_parameters"] = {"size": [32, 48]}
+    raw["carseg"]["size"] = [32, 48]
     split = {"root": "/data", "val_fraction": 0.5, "split_seed": 1}
     split |= {"train_cars": ["car1"], "val_cars": ["car2"], **record}
-    raw["CarvanaDataModule"] = {"split": SplitRecord(**split).to_dict()}
+    raw["carseg"]["split"] = SplitRecord(**split).to_dict()
     torch.save(raw, path)
     return path
 
@@ -73,7 +73,7 @@ def data_folder(tmp: Path) -> Path:
     """A small data set in Kaggle's layout (2 cars), other cars than the checkpoint's."""
     from carseg.data.synthetic import generate_dataset
 
-    return generate_dataset(tmp / "data", n_cars=2, height=32, width=48)
+    return generate_dataset(tmp / "data", n_cars=2, height=32, width=48, seed=0)
 
 
 def empty_dir(tmp: Path) -> Path:
@@ -101,7 +101,7 @@ class Row:
 TRAIN = [*TINY_TRAIN]
 ROWS = [
     # missing or unknown options
-    Row("eval without a checkpoint", "eval", lambda t: [], ["ckpt_path is required"]),
+    Row("eval without a checkpoint", "eval", lambda t: [], ["ckpt_path=<checkpoint>"]),
     Row("predict without input", "predict", lambda t: ["ckpt_path=x.ckpt"], ["input is required"]),
     Row("unknown key", "train", lambda t: ["foo=1"], ["foo"]),
     Row("unknown group choice", "train", lambda t: ["model=unet_huge"], ["unet_huge", "unet"]),
@@ -112,7 +112,7 @@ ROWS = [
         ["1 GPU(s) asked for", "has none", "trainer.gpus=0"]),
     Row("data.batch_size=0", "train", lambda t: [*TRAIN, "data.batch_size=0"],
         ["data.batch_size must be an integer >= 1", "0"]),
-    Row("model.lr=-1", "train", lambda t: [*TRAIN, "model.lr=-1"], ["model.lr", "greater than 0"]),
+    Row("model.optimizer.lr=-1", "train", lambda t: [*TRAIN, "model.optimizer.lr=-1"], ["model.optimizer.lr", "greater than 0"]),
     Row("data.num_workers=-1", "train", lambda t: [*TRAIN, "data.num_workers=-1"],
         ["data.num_workers", ">= 0", "auto"]),
     Row("data.val_fraction=0", "train", lambda t: [*TRAIN, "data.val_fraction=0"],
@@ -121,9 +121,13 @@ ROWS = [
         ["data.size", "[height, width]"]),
     Row("data.split_seed=-1", "train", lambda t: [*TRAIN, "data.split_seed=-1"],
         ["data.split_seed", ">= 0"]),
-    Row("model.depth=0", "train", lambda t: [*TRAIN, "model.depth=0"], ["model.depth", ">= 1"]),
-    Row("model.loss=focal", "train", lambda t: [*TRAIN, "model.loss=focal"],
-        ["model.loss='focal'", "bce_dice"]),
+    Row("model.net.depth=0", "train", lambda t: [*TRAIN, "model.net.depth=0"], ["model.net.depth", ">= 1"]),
+    Row("model/loss=focal", "train", lambda t: [*TRAIN, "model/loss=focal"],
+        ["model/loss/focal", "bce_dice", "boundary_bce_dice"]),
+    Row("a key that moved, in its old spelling", "train", lambda t: [*TRAIN, "model.lr=1e-3"],
+        ["model.lr is now model.optimizer.lr", "model.optimizer.lr=1e-3"]),
+    Row("a config group set as a value", "train", lambda t: [*TRAIN, "model.loss=bce_dice"],
+        ["model.loss is now model/loss"]),
     Row("trainer.precision=fp8", "train", lambda t: [*TRAIN, "trainer.precision=fp8"],
         ["trainer", "fp8"]),
     Row("trainer.accumulate_grad_batches=0", "train",
@@ -134,8 +138,12 @@ ROWS = [
     Row("predict resume=true and overwrite=true", "predict",
         lambda t: [f"ckpt_path={checkpoint(t)}", f"input={photos(t)}", "resume=true",
                    "overwrite=true"], ["resume=true and overwrite=true"]),
-    Row("device=cuda in eval, no CUDA", "eval",
-        lambda t: [f"ckpt_path={checkpoint(t)}", "device=cuda"], ["device=cuda", "device=cpu"]),
+    Row("device=cuda in eval, the old key", "eval",
+        lambda t: [f"ckpt_path={checkpoint(t)}", "device=cuda"],
+        ["device is now trainer.accelerator"]),
+    Row("trainer.gpus=1 in eval, no CUDA", "eval",
+        lambda t: [f"ckpt_path={checkpoint(t)}", "trainer.gpus=1"],
+        ["1 GPU(s) asked for", "has none", "trainer.gpus=0"]),
     Row("predict threshold=1.5", "predict",
         lambda t: [f"ckpt_path={checkpoint(t)}", f"input={photos(t)}", "threshold=1.5"],
         ["threshold=1.5", "between 0 and 1"]),
@@ -151,12 +159,12 @@ ROWS = [
         ["notes.ckpt", "is not a PyTorch checkpoint"]),
     Row("checkpoint of another model config", "eval",
         lambda t: [f"ckpt_path={foreign_checkpoint(t)}"],
-        ["other.ckpt", "does not fit this version's SegmentationModule", "colour_space"]),
+        ["other.ckpt", "does not fit this version's SegmentationModule"]),
     Row("resume with another model config", "train",
         lambda t: [*TRAIN, f"ckpt_path={checkpoint(t)}"],
-        ["was trained with model.base_width=2", "model.base_width=4", "Resume with"]),
+        ["was trained with model.net.base_width=2", "model.net.base_width=4", "Resume with"]),
     Row("resume a run that has finished", "train",
-        lambda t: [*TRAIN, "model.base_width=2", "model.depth=1", f"ckpt_path={checkpoint(t, 1)}"],
+        lambda t: [*TRAIN, "model.net.base_width=2", "model.net.depth=1", f"ckpt_path={checkpoint(t, 1)}"],
         ["already trained 2 epoch(s)", "trainer.max_epochs=2", "Raise trainer.max_epochs"]),
     Row("ckpt_path=last without a run", "train", lambda t: [*TRAIN, "ckpt_path=last"],
         ["ckpt_path=last", "nothing to resume"]),

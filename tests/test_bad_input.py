@@ -209,12 +209,12 @@ def jpeg_masks(root: Path) -> Path:
     ids=lambda x: x.__name__ if callable(x) else None,
 )
 def test_odd_but_valid_mask_layouts_load_the_true_masks(carvana, tiny_set, breaks, exact, caplog):
-    truth = CarvanaDataset(tiny_set)
+    truth = CarvanaDataset(tiny_set, image_dir="train")
     with caplog.at_level(logging.WARNING):
         dm = build_datamodule(breaks(carvana), size=(32, 48), num_workers=0)
         dm.setup("fit")
     assert len(dm.train_set) + len(dm.val_set) == 80
-    ds = CarvanaDataset(carvana)
+    ds = CarvanaDataset(carvana, image_dir="train")
     for image_id in ds.ids[::9]:
         got, want = ds.load_mask(image_id), truth.load_mask(image_id)
         assert (got != want).mean() == 0 if exact else (got != want).mean() < 0.02
@@ -246,11 +246,11 @@ def _save_as(path: Path, array: np.ndarray, mode: str) -> None:
 @pytest.mark.parametrize("mode", ["L", "RGBA", "CMYK", "P"])
 def test_grey_rgba_cmyk_and_palette_images_are_converted_to_rgb(carvana, mode):
     (image_id,) = first(carvana)
-    original = CarvanaDataset(carvana).load_image(image_id)
+    original = CarvanaDataset(carvana, image_dir="train").load_image(image_id)
     suffix = ".jpg" if mode in ("L", "CMYK") else ".png"
     (carvana / "train" / f"{image_id}.jpg").unlink()
     _save_as(carvana / "train" / f"{image_id}{suffix}", original, mode)
-    ds = CarvanaDataset(carvana)
+    ds = CarvanaDataset(carvana, image_dir="train")
     assert not ds.problems()
     image = ds.load_image(image_id)
     assert image.shape == original.shape and image.dtype == np.uint8
@@ -262,7 +262,7 @@ def test_grey_rgba_cmyk_and_palette_images_are_converted_to_rgb(carvana, mode):
 @pytest.mark.parametrize("fmt", ["png-grey", "gif-palette", "png-rgb"])
 def test_mask_values_are_normalised_to_0_1(carvana, values, fmt):
     (image_id,) = first(carvana)
-    ds = CarvanaDataset(carvana)
+    ds = CarvanaDataset(carvana, image_dir="train")
     truth = ds.load_mask(image_id)
     stored = np.where(truth > 0, values[1], values[0]).astype(np.uint8)
     mask_path(carvana, image_id).unlink()
@@ -276,7 +276,7 @@ def test_mask_values_are_normalised_to_0_1(carvana, values, fmt):
         gif = Image.fromarray(stored, "P")
         gif.putpalette([0, 0, 0] + [255, 255, 255] * 255)
         gif.save(mask_path(carvana, image_id))
-    loaded = CarvanaDataset(carvana).load_mask(image_id)
+    loaded = CarvanaDataset(carvana, image_dir="train").load_mask(image_id)
     assert loaded.dtype == np.uint8 and set(np.unique(loaded)) == {0, 1}
     assert np.array_equal(loaded, truth)
 
@@ -287,13 +287,13 @@ def test_non_image_files_are_ignored(carvana):
         (carvana / folder / "Thumbs.db").write_bytes(b"\x00")
         (carvana / folder / "notes.txt").write_text("hello")
         (carvana / folder / "subfolder").mkdir()
-    ds = CarvanaDataset(carvana)
+    ds = CarvanaDataset(carvana, image_dir="train")
     assert len(ds) == 80 and not ds.problems()
 
 
 def test_a_file_that_breaks_mid_epoch_is_named(carvana):
     """What the header check cannot see (a corrupt middle) fails on decode, naming the file."""
-    ds = CarvanaDataset(carvana)
+    ds = CarvanaDataset(carvana, image_dir="train")
     path = carvana / "train" / f"{ds.ids[0]}.jpg"
     data = bytearray(path.read_bytes())
     data[2:-2] = b"\x00" * (len(data) - 4)  # keeps the start and end markers, wipes the rest
@@ -313,7 +313,7 @@ def test_random_bytes_as_an_image_give_a_readable_error_or_an_image(tiny_set, tm
     (root / "train_masks").mkdir()
     shutil.copy(mask_path(tiny_set, first(tiny_set)[0]), root / "train_masks" / "x_01_mask.gif")
     (root / "train" / "x_01.jpg").write_bytes(data)
-    ds = CarvanaDataset(root)
+    ds = CarvanaDataset(root, image_dir="train")
     problems = ds.problems()
     if problems:
         assert "x_01.jpg" in str(problems[0].path) and problems[0].what

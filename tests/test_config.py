@@ -1,36 +1,40 @@
-"""conf/ is the single source of the settings: every default lives in one place and every key is
-read by something."""
+"""conf/ is the single source of the settings: every default lives in one place, every key is
+read by something, and the decisions declared once (the monitored metric) are referenced."""
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import pkgutil
 import re
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-from helpers import REPO
+import carseg
+from helpers import REPO, compose
 
 CONF = REPO / "conf"
 SOURCES = "\n".join(p.read_text() for p in (REPO / "src").rglob("*.py"))  # paths.* keys
 CONFIG_TEXT = "\n".join(p.read_text() for p in CONF.rglob("*.yaml"))
 
 
-def _our_targets() -> list[tuple[Path, str, dict]]:
-    """(file, key path, node) of every node in conf/ that builds one of carseg's classes."""
-    found = []
+def _nodes():
+    """(file, key path, node) of every mapping in conf/."""
     for path in sorted(CONF.rglob("*.yaml")):
         content = OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {}
         stack = [("", content)]
         while stack:
             where, node = stack.pop()
             if isinstance(node, dict):
-                if str(node.get("_target_", "")).startswith("carseg."):
-                    found.append((path, where, node))
+                yield path, where, node
                 stack += [(f"{where}.{k}".lstrip("."), v) for k, v in node.items()]
-    return found
+
+
+def _our_targets() -> list[tuple[Path, str, dict]]:
+    """(file, key path, node) of every node in conf/ that builds one of carseg's classes."""
+    return [n for n in _nodes() if str(n[2].get("_target_", "")).startswith("carseg.")]
 
 
 def _target(dotted: str):
@@ -43,16 +47,75 @@ def _target(dotted: str):
     _our_targets(),
     ids=lambda x: str(x.relative_to(CONF)) if isinstance(x, Path) else None,
 )
-def test_a_key_set_in_conf_has_no_second_default_in_python(path, where, node):
+def test_a_key_set_in_conf_is_an_argument_without_a_python_default(path, where, node):
     params = inspect.signature(_target(node["_target_"])).parameters
     for key in node:
-        if key in ("_target_", "defaults"):
+        if key == "defaults" or (key.startswith("_") and key.endswith("_")):
             continue
+        if key in ("interval", "frequency", "monitor") and "scheduler" in str(path):
+            continue  # Lightning's keys for when to step a schedule (carseg.training.optim)
         assert key in params, f"{path}: {where}.{key} is not an argument of {node['_target_']}"
         assert params[key].default is inspect.Parameter.empty, (
             f"{node['_target_']}({key}=...) has a default in Python and in {path.name}: "
             "keep one (conf/)"
         )
+
+
+def _plain(value):
+    return [_plain(v) for v in value] if isinstance(value, list | tuple) else value
+
+
+def _yaml_values() -> dict[str, list[tuple[Path, object]]]:
+    """Every leaf of conf/ by its key: ``{"tile_overlap": [(inference/default.yaml, 64)]}``."""
+    found: dict[str, list[tuple[Path, object]]] = {}
+    for path, _, node in _nodes():
+        for key, value in node.items():
+            if not isinstance(value, dict) and not (isinstance(value, str) and "${" in value):
+                found.setdefault(str(key), []).append((path, _plain(value)))
+    return found
+
+
+def _callables():
+    """Every function, method and class of the carseg package, with where it is defined."""
+    for info in pkgutil.walk_packages(carseg.__path__, "carseg."):
+        module = importlib.import_module(info.name)
+        for _, obj in inspect.getmembers(module):
+            if getattr(obj, "__module__", None) != module.__name__:
+                continue
+            if inspect.isfunction(obj):
+                yield f"{module.__name__}.{obj.__name__}", obj
+            elif inspect.isclass(obj):
+                for name, member in vars(obj).items():
+                    if inspect.isfunction(member):
+                        yield f"{module.__name__}.{obj.__qualname__}.{name}", member
+
+
+def test_no_python_default_anywhere_in_the_package_repeats_a_yaml_value():
+    """A parameter named like a conf/ key must not default to that key's value: there would be
+    two places to change it, and one of them would be forgotten."""
+    values = _yaml_values()
+    repeats = []
+    for name, func in _callables():
+        try:
+            params = inspect.signature(func).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        for param in params:
+            if param.default is inspect.Parameter.empty or param.name not in values:
+                continue
+            for path, value in values[param.name]:
+                default = _plain(param.default)
+                if type(default) is type(value) and default == value:
+                    where = path.relative_to(CONF)
+                    repeats.append(f"{name}({param.name}={default!r}) repeats conf/{where}")
+    assert not repeats, "\n".join(repeats)
+
+
+def test_the_scan_above_finds_a_repeated_default():
+    """(The check can fail: a default equal to conf/inference's tile_overlap is caught.)"""
+    values = _yaml_values()
+    assert (CONF / "inference" / "default.yaml", 64) in values["tile_overlap"]
+    assert (CONF / "data" / "carvana.yaml", 0.75) in values["crop_on_car"]
 
 
 def test_the_targets_are_found():
@@ -61,29 +124,70 @@ def test_the_targets_are_found():
         "carseg.data.datamodule.CarvanaDataModule",
         "carseg.training.segmentation_module.SegmentationModule",
         "carseg.training.callbacks.RunSummary",
+        "carseg.models.unet.UNet",
+        "carseg.models.losses.BoundaryBCEDice",
     } <= targets
 
 
-# Where each entry config's keys are read: the entry point, and the library function it hands
-# the whole config to.
+def test_the_monitored_metric_is_declared_once_and_referenced():
+    """val/dice and its direction are written in conf/train.yaml only; every callback, the
+    plateau schedule and the best-score tracker take them from there."""
+    declared = [
+        p for p in CONF.rglob("*.yaml") if re.search(r"^\s*metric: val/dice", p.read_text(), re.M)
+    ]
+    assert declared == [CONF / "train.yaml"]
+    others = [p.name for p in CONF.rglob("*.yaml") if p != CONF / "train.yaml"]
+    for path in CONF.rglob("*.yaml"):
+        if path != CONF / "train.yaml":
+            assert not re.search(r"^\s*(monitor|mode): (val/dice|max)$", path.read_text(), re.M), (
+                path
+            )
+    cfg = compose("monitor.metric=val/loss", "monitor.mode=min", "model/scheduler=plateau")
+    callbacks = cfg.callbacks
+    assert callbacks.model_checkpoint.monitor == callbacks.early_stopping.monitor == "val/loss"
+    assert callbacks.model_checkpoint.mode == callbacks.hparams.mode == "min"
+    assert callbacks.run_summary.monitor == "val/loss"
+    assert callbacks.model_checkpoint.filename == "epoch_{epoch:03d}-loss_{val/loss:.4f}"
+    assert (cfg.model.scheduler.monitor, cfg.model.scheduler.mode) == ("val/loss", "min")
+    assert others  # (there are other files to search)
+
+
+def test_one_augmentation_range_and_the_eval_batch_size_live_in_one_place_each():
+    rotated = compose("data=carvana", "data.augmentation.affine.rotate=[-10,10]")
+    assert list(rotated.data.augmentation.affine.rotate) == [-10, 10]
+    for name in ("eval", "predict"):
+        assert compose(config=name).batch_size == 4
+        assert compose("batch_size=8", config=name).batch_size == 8
+    assert "batch_size:" not in (CONF / "eval.yaml").read_text()
+    assert "batch_size:" not in (CONF / "predict.yaml").read_text()
+
+
+# Where each entry config's keys are read: the entry point, and the library it hands the config.
 READERS = {
     "train": ["src/train.py", "src/carseg/training/train.py"],
-    "eval": ["src/eval.py"],
-    "predict": ["src/predict.py"],
+    "eval": ["src/eval.py", "src/carseg/inference/evaluate.py", "src/carseg/inference/loop.py"],
+    "predict": [
+        "src/predict.py",
+        "src/carseg/inference/predict.py",
+        "src/carseg/inference/loop.py",
+    ],
     "export": ["src/export.py"],
 }
 
 
 @pytest.mark.parametrize("name", READERS)
 def test_every_top_level_key_of_an_entry_config_is_read(name):
-    content = OmegaConf.to_container(OmegaConf.load(CONF / f"{name}.yaml"), resolve=False)
+    cfg = compose(config=name)
     readers = "\n".join((REPO / path).read_text() for path in READERS[name])
-    for key in content:
-        if key == "defaults":
+    for key in cfg:
+        if key in ("hydra",):
             continue
-        read = re.search(rf"cfg\.{key}\b|cfg\.get\(\"{key}\"|config\.get\(\"{key}\"", readers)
+        group = (CONF / key).is_dir()  # a group's keys are read by what it builds
+        read = re.search(
+            rf"cfg\.{key}\b|cfg\.get\(\"{key}\"|config\.get\(\"{key}\"|cfg, \"{key}\"", readers
+        )
         interpolated = "${" + key + "}" in CONFIG_TEXT or "${" + key + "." in CONFIG_TEXT
-        assert read or interpolated, f"conf/{name}.yaml: nothing reads {key!r}"
+        assert group or read or interpolated, f"conf/{name}.yaml: nothing reads {key!r}"
 
 
 def test_every_path_key_is_used():

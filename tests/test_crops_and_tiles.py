@@ -11,19 +11,22 @@ import pytest
 import torch
 
 from carseg.data.dataset import CarvanaDataset
+from carseg.data.transforms import inference_transforms, training_transforms
+from carseg.inference.predictor import at_size
+from carseg.inference.tiling import tiled_probabilities
 from carseg.utils.errors import CarsegError
-from carseg.inference.predictor import Predictor, at_size, tiled_probabilities, torch_forward
-from carseg.data.transforms import build_transforms
-from helpers import build_datamodule, build_model, run_entry
+from helpers import build_datamodule, build_model, predictor, run_entry
 
 
 def test_a_crop_cuts_image_and_mask_together_inside_the_frame(tiny_set):
-    raw = CarvanaDataset(tiny_set)
+    raw = CarvanaDataset(tiny_set, image_dir="train")
     image, mask = raw[3]  # 80x120
     marked = image.copy()
     marked[..., 0] = np.arange(120, dtype=np.uint8)[None, :]  # each column's position, in red
     marked[..., 1] = np.arange(80, dtype=np.uint8)[:, None]  # each row's, in green
-    transform = build_transforms((80, 120), crop=(32, 48), crop_on_car=0.5)
+    transform = training_transforms(
+        (80, 120), resize=True, augmentation=None, crop=(32, 48), crop_on_car=0.5
+    )
     mean = np.array([0.485, 0.456]) * 255
     std = np.array([0.229, 0.224]) * 255
     for _ in range(20):
@@ -42,7 +45,11 @@ def test_a_crop_cuts_image_and_mask_together_inside_the_frame(tiny_set):
 def test_crops_on_car_are_the_share_asked_for(tiny_set, share, expected):
     """Small crops of small cars: centred on the car, every crop holds car; anywhere, some don't."""
     ds = CarvanaDataset(
-        tiny_set, transform=build_transforms((80, 120), crop=(12, 12), crop_on_car=share)
+        tiny_set,
+        transform=training_transforms(
+            (80, 120), resize=True, augmentation=None, crop=(12, 12), crop_on_car=share
+        ),
+        image_dir="train",
     )
     np.random.seed(0)
     with_car = np.mean([bool(ds[i % len(ds)][1].any()) for i in range(200)])
@@ -84,14 +91,14 @@ def test_an_image_at_the_training_size_is_not_resized():
     """The native frame goes to the model as it is: no resize in, no resize out."""
     model = _trained_like()
     image = np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)
-    predictor = Predictor(torch_forward(model), (40, 60))
+    one = predictor(model, (40, 60))
 
     def must_not_resize(**kwargs):
         raise AssertionError("resized an image that has the model's size")
 
-    predictor.prepare.resize = must_not_resize
-    (prob,) = predictor.probabilities([image])
-    normalised = build_transforms((40, 60), resize=False)(image=image)["image"]
+    one.prepare["40x60"].resize = must_not_resize
+    (prob,) = one.probabilities([image])
+    normalised = inference_transforms((40, 60), resize=False)(image=image)["image"]
     with torch.no_grad():
         expected = torch.sigmoid(model(normalised[None]))[0]
     assert np.array_equal(prob, expected[0].numpy())
@@ -105,10 +112,10 @@ def test_an_image_at_the_training_size_is_not_resized():
 @pytest.mark.parametrize(("overlap", "largest"), [(16, 0.002), (24, 0.001)])
 def test_tiles_agree_with_the_whole_frame(overlap, largest):
     model = _trained_like()
-    forward = torch_forward(model)
     images = torch.randn(2, 3, 96, 160, generator=torch.Generator().manual_seed(3))
-    whole = torch.sigmoid(forward(images))
-    tiled = tiled_probabilities(forward, images, (48, 64), overlap)
+    with torch.no_grad():
+        whole = torch.sigmoid(model(images))
+        tiled = tiled_probabilities(model, images, (48, 64), overlap)
     assert tiled.shape == whole.shape
     difference = (tiled - whole).abs()
     assert difference.max() < largest and difference.mean() < 1e-4
@@ -117,20 +124,23 @@ def test_tiles_agree_with_the_whole_frame(overlap, largest):
 def test_without_overlap_seams_show():
     """The overlap is what makes tiles agree: without it the tile borders differ."""
     model = _trained_like()
-    forward = torch_forward(model)
     images = torch.randn(1, 3, 96, 160, generator=torch.Generator().manual_seed(3))
-    whole = torch.sigmoid(forward(images))
-    assert (tiled_probabilities(forward, images, (48, 64), 0) - whole).abs().max() > 0.005
+    with torch.no_grad():
+        whole = torch.sigmoid(model(images))
+        tiled = tiled_probabilities(model, images, (48, 64), 0)
+    assert (tiled - whole).abs().max() > 0.005
 
 
 def test_the_predictor_tiles_when_asked(tiny_set):
     model = _trained_like()
-    image = CarvanaDataset(tiny_set).load_image(CarvanaDataset(tiny_set).ids[0])  # 80x120
-    whole = Predictor(torch_forward(model), (80, 120)).probabilities([image])[0]
-    tiled = Predictor(torch_forward(model), (80, 120), tile=(48, 64), tile_overlap=16)
+    image = CarvanaDataset(tiny_set, image_dir="train").load_image(
+        CarvanaDataset(tiny_set, image_dir="train").ids[0]
+    )  # 80x120
+    whole = predictor(model, (80, 120)).probabilities([image])[0]
+    tiled = predictor(model, (80, 120), tile=(48, 64), tile_overlap=16)
     assert np.abs(tiled.probabilities([image])[0] - whole).max() < 0.005
     with pytest.raises(CarsegError, match="tile_overlap"):
-        Predictor(torch_forward(model), (80, 120), tile=(48, 64), tile_overlap=48)
+        predictor(model, (80, 120), tile=(48, 64), tile_overlap=48)
 
 
 def test_tiles_are_blended_on_the_device_the_model_answers_on():
@@ -154,22 +164,22 @@ def test_crop_training_on_the_real_sample_scores_at_native_resolution(sample_dir
     """Crops to train, whole frames to validate, and eval.py on the held-out car at 1918x1280."""
     train = run_entry(
         tmp_path, "train", "experiment=carvana_sample_crop", f"data.root={sample_dir}",
-        "data.size=[128,192]", "data.crop=[64,96]", "model.base_width=8", "model.depth=3",
-        "trainer.max_epochs=10", "model.loss=bce_dice", "model.lr=3e-3", "data.num_workers=0",
+        "data.size=[128,192]", "data.crop=[64,96]", "model.net.base_width=8", "model.net.depth=3",
+        "trainer.max_epochs=10", "model/loss=bce_dice", "model.optimizer.lr=3e-3", "data.num_workers=0",
         "logger=none", "callbacks.early_stopping=null", "seed=1",
     )  # fmt: skip
     assert train.returncode == 0, train.stderr[-3000:]
     (ckpt,) = (tmp_path / "outputs" / "train" / "runs").glob("*/checkpoints/epoch_*.ckpt")
     raw = torch.load(ckpt, weights_only=True)
     assert raw["datamodule_hyper_parameters"]["crop"] == [64, 96]
+    assert raw["carseg"]["size"] == [128, 192]
     scored = run_entry(tmp_path, "eval", f"ckpt_path={ckpt}", "data=carvana",
                        f"data.root={sample_dir}")  # fmt: skip
     assert scored.returncode == 0, scored.stderr[-3000:]
     (run,) = (tmp_path / "outputs" / "eval" / "runs").iterdir()
     metrics = json.loads((run / "metrics.json").read_text())
     assert (
-        metrics["cars"] == raw["CarvanaDataModule"]["split"]["val_cars"]
-        and len(metrics["per_image"]) == 16
+        metrics["cars"] == raw["carseg"]["split"]["val_cars"] and len(metrics["per_image"]) == 16
     )  # the held-out car, all 16 views
     assert metrics["model_input_size"] == [128, 192]
     assert metrics["mean"] > CROP_TRAINED_DICE
@@ -182,7 +192,7 @@ def test_a_model_trained_at_the_native_size_predicts_frames_unresized_end_to_end
     eval.py at that size: the frames go to the model as they are."""
     train = run_entry(
         tmp_path, "train", "data=carvana", f"data.root={tiny_set}", "data.size=[80,120]",
-        "data.crop=[48,64]", "data.num_workers=0", "model=unet_small", "model.base_width=4",
+        "data.crop=[48,64]", "data.num_workers=0", "model=unet_small", "model.net.base_width=4",
         "trainer.max_epochs=2", "logger=none",
     )  # fmt: skip
     assert train.returncode == 0, train.stderr[-3000:]

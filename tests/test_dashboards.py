@@ -23,12 +23,12 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+from carseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, denormalize
 from carseg.training.callbacks import HyperparameterLogger, RunSummary, ValidationImageLogger
 from carseg.training.callbacks.summary import git_commit
-from carseg.utils.drawing import ALPHA, PREDICTION, TRUTH, denormalize, image_grid, mask_contour, overlay
-from carseg.utils.errors import ConfigError
 from carseg.training.segmentation_module import SegmentationModule
-from carseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from carseg.utils.drawing import ALPHA, PREDICTION, TRUTH, image_grid, mask_contour, overlay
+from carseg.utils.errors import ConfigError
 from helpers import REPO, TINY_TRAIN, build_callback, build_datamodule, build_model, run_script
 
 GREEN = TRUTH
@@ -204,10 +204,11 @@ def test_hparams_tab_gets_hyperparameters_and_final_metrics(fitted):
     data = {tag: plugin_data_pb2.HParamsPluginData.FromString(raw) for tag, raw in content.items()}
     start = next(d.session_start_info for d in data.values() if d.HasField("session_start_info"))
     hparams = {k: v for k, v in start.hparams.items()}
-    assert hparams["model.lr"].number_value == pytest.approx(3e-3)
-    assert hparams["model.base_width"].number_value == 4
+    assert hparams["model.optimizer.lr"].number_value == pytest.approx(3e-3)
+    assert hparams["model.net.base_width"].number_value == 4
     assert hparams["data.size"].string_value == "[32, 48]"
-    assert hparams["model.loss"].string_value == "bce"
+    assert hparams["model.loss._target_"].string_value == "carseg.models.losses.BCE"
+    assert "model.optimizer._partial_" not in hparams  # Hydra's flags are not settings
     assert hparams["trainer.max_epochs"].number_value == 3
     assert "data.num_workers" not in hparams  # how data is loaded is left out
     experiment = next(d.experiment for d in data.values() if d.HasField("experiment"))
@@ -393,9 +394,14 @@ def test_tensorboard_shows_the_dice_chart_and_prediction_images(tmp_path, monkey
     from selenium.webdriver.support.ui import WebDriverWait
 
     # a short real run: 3 epochs of a small U-Net on the tiny generated set
-    tiny = [o for o in TINY_TRAIN if not o.startswith("model.base_width=")]
+    tiny = [o for o in TINY_TRAIN if not o.startswith("model.net.base_width=")]
     proc = run_script(
-        tmp_path, "train", *tiny, "model.base_width=8", "model.lr=3e-3", "trainer.max_epochs=3"
+        tmp_path,
+        "train",
+        *tiny,
+        "model.net.base_width=8",
+        "model.optimizer.lr=3e-3",
+        "trainer.max_epochs=3",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = (tmp_path / "outputs" / "train" / "runs").iterdir()
@@ -463,9 +469,9 @@ def test_tensorboard_shows_the_dice_chart_and_prediction_images(tmp_path, monkey
 
         # HPARAMS: the run's hyperparameters and the hp/ metrics
         driver.get(f"{url}/#hparams")
-        wait.until(lambda d: "model.lr" in d.execute_script(DEEP_TEXT))
+        wait.until(lambda d: "model.optimizer.lr" in d.execute_script(DEEP_TEXT))
         text = driver.execute_script(DEEP_TEXT)
-        assert "hp/best_val_dice" in text and "model.base_width" in text
+        assert "hp/best_val_dice" in text and "model.net.base_width" in text
         driver.save_screenshot(str(tmp_path / "hparams.png"))
     finally:
         if driver is not None:

@@ -5,10 +5,15 @@ import pytest
 import torch
 
 from carseg.data.dataset import CarvanaDataset
-from carseg.utils.errors import DataError, DataNotFoundError
 from carseg.data.split import car_id, split_by_car
-from carseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
-from helpers import build_datamodule
+from carseg.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    inference_transforms,
+    training_transforms,
+)
+from carseg.utils.errors import DataError, DataNotFoundError
+from helpers import augmentation, build_datamodule
 
 
 def _ids(n_cars, views=16):
@@ -35,11 +40,11 @@ def test_split_is_deterministic_by_seed_and_independent_of_order():
 
 def test_split_rejects_a_bad_fraction():
     with pytest.raises(ValueError, match="val_fraction"):
-        split_by_car(_ids(3), val_fraction=1.0)
+        split_by_car(_ids(3), val_fraction=1.0, seed=0)
 
 
 def test_dataset_lists_kaggle_layout(tiny_set):
-    ds = CarvanaDataset(tiny_set)
+    ds = CarvanaDataset(tiny_set, image_dir="train")
     assert len(ds) == 5 * 16
     image, mask = ds[0]
     assert image.dtype == np.uint8 and image.shape == (80, 120, 3)
@@ -52,7 +57,10 @@ def test_masks_from_rle_csv_equal_the_gifs(tiny_set, tmp_path):
     root = tmp_path / "csv_only"
     shutil.copytree(tiny_set / "train", root / "train")
     shutil.copy(tiny_set / "train_masks.csv", root / "train_masks.csv")
-    from_gif, from_csv = CarvanaDataset(tiny_set), CarvanaDataset(root)
+    from_gif, from_csv = (
+        CarvanaDataset(tiny_set, image_dir="train"),
+        CarvanaDataset(root, image_dir="train"),
+    )
     assert from_csv.ids == from_gif.ids
     for i in range(0, len(from_gif), 7):
         assert np.array_equal(from_csv[i][1], from_gif[i][1])
@@ -66,8 +74,14 @@ def test_train_hq_folder_is_read(tiny_set, tmp_path):
 
 
 def test_transforms_resize_normalise_and_keep_masks_binary(tiny_set):
-    ds = CarvanaDataset(tiny_set, transform=build_transforms((48, 64), augment=True))
-    raw = CarvanaDataset(tiny_set)
+    ds = CarvanaDataset(
+        tiny_set,
+        transform=training_transforms(
+            (48, 64), resize=True, augmentation=augmentation(), crop=None, crop_on_car=0.0
+        ),
+        image_dir="train",
+    )
+    raw = CarvanaDataset(tiny_set, image_dir="train")
     torch.manual_seed(0)
     for i in range(0, 80, 9):
         image, mask = ds[i]
@@ -78,9 +92,8 @@ def test_transforms_resize_normalise_and_keep_masks_binary(tiny_set):
     # normalised: a plain validation transform maps the 0..255 image by ImageNet statistics
     val = CarvanaDataset(
         tiny_set,
-        transform=build_transforms(
-            (80, 120),
-        ),
+        transform=inference_transforms((80, 120), resize=True),
+        image_dir="train",
     )
     image, _ = val[0]
     expected = (raw[0][0][..., 0] / 255.0 - IMAGENET_MEAN[0]) / IMAGENET_STD[0]
@@ -92,12 +105,18 @@ def test_augmentation_flips_image_and_mask_together(tiny_set):
     import albumentations as A
 
     flip = A.Compose([A.HorizontalFlip(p=1.0)])
-    image, mask = CarvanaDataset(tiny_set)[3]
+    image, mask = CarvanaDataset(tiny_set, image_dir="train")[3]
     out = flip(image=image, mask=mask)
     assert np.array_equal(out["mask"], mask[:, ::-1])
     assert np.array_equal(out["image"], image[:, ::-1])
     # and the training pipeline changes something from one draw to the next
-    ds = CarvanaDataset(tiny_set, transform=build_transforms((80, 120), augment=True))
+    ds = CarvanaDataset(
+        tiny_set,
+        transform=training_transforms(
+            (80, 120), resize=True, augmentation=augmentation(), crop=None, crop_on_car=0.0
+        ),
+        image_dir="train",
+    )
     draws = [ds[3][1] for _ in range(8)]
     assert any(not torch.equal(draws[0], d) for d in draws[1:])
 
@@ -129,7 +148,7 @@ def test_datamodule_generates_the_synthetic_set_once(tmp_path):
 
 def test_missing_root_says_what_layout_is_expected(tmp_path):
     with pytest.raises(DataNotFoundError) as err:
-        CarvanaDataset(tmp_path / "nowhere")
+        CarvanaDataset(tmp_path / "nowhere", image_dir="train")
     message = str(err.value)
     assert "nowhere" in message and "train_masks" in message and "kaggle" in message.lower()
 
@@ -142,7 +161,7 @@ def test_missing_masks_are_listed_with_their_count(tiny_set, tmp_path):
     for path in gone:
         path.unlink()
     with pytest.raises(DataNotFoundError, match=r"3 of 80 images .* have no mask") as err:
-        CarvanaDataset(root)
+        CarvanaDataset(root, image_dir="train")
     assert gone[0].name.removesuffix("_mask.gif") in str(err.value)
 
 
@@ -161,8 +180,8 @@ def test_one_car_cannot_be_split(tiny_set, tmp_path):
 def test_jpeg_draft_decodes_at_reduced_scale_close_to_full_decode(tiny_set):
     import cv2
 
-    full = CarvanaDataset(tiny_set)
-    reduced = CarvanaDataset(tiny_set, decode_size=(20, 30))
+    full = CarvanaDataset(tiny_set, image_dir="train")
+    reduced = CarvanaDataset(tiny_set, decode_size=(20, 30), image_dir="train")
     image_id = full.ids[5]
     small = reduced.load_image(image_id, at_least=(20, 30))
     assert small.shape == (20, 30, 3)  # 80x120 at 1/4: the smallest scale still >= 20x30
@@ -181,21 +200,23 @@ def test_cache_gives_the_same_items_and_is_rebuilt_when_a_source_changes(tiny_se
 
     root = tmp_path / "set"
     shutil.copytree(tiny_set, root)
-    transform = build_transforms(
-        (32, 48),
+    transform = inference_transforms((32, 48), resize=True)
+    plain = CarvanaDataset(root, transform=transform, decode_size=(32, 48), image_dir="train")
+    cache = ResizedCache.build(
+        CarvanaDataset(root, decode_size=(32, 48), image_dir="train"), (32, 48), tmp_path / "c"
     )
-    plain = CarvanaDataset(root, transform=transform, decode_size=(32, 48))
-    cache = ResizedCache.build(CarvanaDataset(root, decode_size=(32, 48)), (32, 48), tmp_path / "c")
-    cached = CarvanaDataset(root, transform=transform, decode_size=(32, 48), cache=cache)
+    cached = CarvanaDataset(
+        root, transform=transform, decode_size=(32, 48), cache=cache, image_dir="train"
+    )
     for i in (0, 17, 79):
         assert torch.equal(cached[i][0], plain[i][0]) and torch.equal(cached[i][1], plain[i][1])
     # reused as it is ...
-    again = ResizedCache.build(CarvanaDataset(root), (32, 48), tmp_path / "c")
+    again = ResizedCache.build(CarvanaDataset(root, image_dir="train"), (32, 48), tmp_path / "c")
     assert again.folder == cache.folder and len(list((tmp_path / "c").iterdir())) == 1
     # ... until a source file changes
     path = plain.image_paths[plain.ids[0]]
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
-    rebuilt = ResizedCache.build(CarvanaDataset(root), (32, 48), tmp_path / "c")
+    rebuilt = ResizedCache.build(CarvanaDataset(root, image_dir="train"), (32, 48), tmp_path / "c")
     assert rebuilt.folder != cache.folder and len(list((tmp_path / "c").iterdir())) == 2
 
 

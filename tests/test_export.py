@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from carseg.training.checkpoint_io import ModelInfo
-from carseg.inference.export import export, onnx_metadata, torchscript_forward
-from carseg.inference.predictor import onnx_forward, torch_forward
+from carseg.inference.export import export, load_torchscript
+from carseg.inference.loading import OnnxNet, load_onnx, onnx_metadata
+from carseg.training.checkpoint_reader import CheckpointRecord
 from helpers import build_model
 
 
@@ -25,27 +25,30 @@ def model():
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_exported_model_matches_eager_at_any_size(model, tmp_path, fmt):
-    info = ModelInfo(size=(32, 48), threshold=0.4, hparams=dict(model.hparams), split=None)
-    path, reported = export(model, info, tmp_path / f"m.{fmt}", fmt)
-    exported = onnx_forward(path) if fmt == "onnx" else torchscript_forward(path)
-    eager = torch_forward(model)
+    record = CheckpointRecord(dict(model.hparams), (32, 48), 0.4, None)
+    path, reported = export(model, record, tmp_path / f"m.{fmt}", fmt)
+    exported = OnnxNet(path) if fmt == "onnx" else load_torchscript(path)
     generator = torch.Generator().manual_seed(1)
     for batch, height, width in [(1, 32, 48), (3, 37, 53), (2, 64, 20)]:
         images = torch.randn(batch, 3, height, width, generator=generator)
-        expected, got = eager(images), exported(images)
+        with torch.no_grad():
+            expected, got = model(images), exported(images)
         assert got.shape == expected.shape == (batch, 1, height, width)
         assert (got - expected).abs().max() < 1e-4
     assert reported < 1e-4  # and the parity export() prints is that same figure's kind
     if fmt == "onnx":
         meta = onnx_metadata(path)
         assert meta["size"] == [32, 48] and meta["threshold"] == 0.4
-        assert meta["hparams"]["base_width"] == 4
+        assert meta["model"]["net"]["base_width"] == 4
+        loaded = load_onnx(path)
+        assert loaded.size == (32, 48) and loaded.threshold == 0.4
 
 
 def test_an_exported_model_with_other_weights_is_caught(model, tmp_path):
     """The parity check is not vacuous: a model that differs from the eager one is reported."""
-    info = ModelInfo(size=(32, 48), threshold=0.5, hparams=dict(model.hparams), split=None)
-    path, _ = export(model, info, tmp_path / "m.onnx", "onnx")
+    record = CheckpointRecord(dict(model.hparams), (32, 48), 0.5, None)
+    path, _ = export(model, record, tmp_path / "m.onnx", "onnx")
     other = build_model(base_width=4, depth=2, bilinear=False).eval()
     images = torch.randn(1, 3, 32, 48)
-    assert (onnx_forward(path)(images) - torch_forward(other)(images)).abs().max() > 1e-3
+    with torch.no_grad():
+        assert (OnnxNet(path)(images) - other(images)).abs().max() > 1e-3

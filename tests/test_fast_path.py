@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from carseg.training.checkpoint_io import load_model
+from carseg.inference.loading import load_model
 from carseg.training.segmentation_module import CPU_CHANNELS_LAST, channels_last_on
 from helpers import build_model, quiet_trainer
 
@@ -54,13 +54,19 @@ def test_auto_means_nhwc_on_cuda_and_what_the_bench_measured_on_the_cpu():
 
 def test_fused_adam_on_cuda_and_the_default_elsewhere(monkeypatch):
     made = []
-    monkeypatch.setattr(torch.optim, "Adam", lambda params, **kwargs: made.append(kwargs))
+
+    class Spy(torch.optim.Adam):
+        def __init__(self, params, **kwargs):
+            made.append(kwargs)
+            super().__init__(params, **{k: v for k, v in kwargs.items() if k != "fused"})
+
+    monkeypatch.setattr(torch.optim, "Adam", Spy)
     module = build_model(base_width=2, depth=1)
     module.trainer = pl.Trainer(max_epochs=1, logger=False)
     module.configure_optimizers()
     module._device = torch.device("cuda", 0)  # what Lightning sets after moving the model there
     module.configure_optimizers()
-    assert made[0]["fused"] is None and made[1]["fused"] is True
+    assert "fused" not in made[0] and made[1]["fused"] is True
 
 
 @pytest.mark.slow
@@ -112,7 +118,7 @@ def test_a_checkpoint_trained_with_the_switches_predicts_without_them(tmp_path, 
     raw = torch.load(path, weights_only=True)
     assert all(t.is_contiguous() for t in raw["state_dict"].values())  # plain NCHW weights
     assert not any("_orig_mod" in k or "_compiled" in k for k in raw["state_dict"])
-    raw["hyper_parameters"].update(channels_last=False, compile=False)
+    raw["carseg"]["model"].update(channels_last=False, compile=False)
     torch.save(raw, path)
     plain, _ = load_model(path)
     images, _ = _batch(size=(32, 48))

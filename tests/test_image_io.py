@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from carseg.utils.errors import CarsegError, UnreadableFileError
 from carseg.data.image_io import read_header, read_image, read_mask, save_mask
+from carseg.utils.errors import CarsegError, UnreadableFileError
 
 H, W = 24, 36
 

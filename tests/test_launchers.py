@@ -43,7 +43,13 @@ def _ran_side_by_side(summaries: list[dict]) -> bool:
 
 def test_a_grid_runs_its_jobs_as_processes_at_the_same_time(tmp_path):
     proc = run_script(
-        tmp_path, "train", "-m", *LOCAL, "trainer.max_epochs=6", "model.lr=1e-3,3e-3", env=ENV
+        tmp_path,
+        "train",
+        "-m",
+        *LOCAL,
+        "trainer.max_epochs=6",
+        "model.optimizer.lr=1e-3,3e-3",
+        env=ENV,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweep = _sweep(tmp_path)
@@ -54,7 +60,7 @@ def test_a_grid_runs_its_jobs_as_processes_at_the_same_time(tmp_path):
         assert list((sweep / job / "checkpoints").glob("epoch_*.ckpt"))
         assert list((sweep / job / "tensorboard").glob("events.out.tfevents*"))
     ranked = report(sweep, write=False)  # the report ranks a launcher's sweep as a basic one's
-    assert {j.name for j in ranked.jobs} == {"0", "1"} and ranked.varying == ["model.lr"]
+    assert {j.name for j in ranked.jobs} == {"0", "1"} and ranked.varying == ["model.optimizer.lr"]
     assert ranked.jobs[0].best_val_dice >= ranked.jobs[1].best_val_dice
 
 

@@ -6,14 +6,16 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from carseg.data.dataset import CarvanaDataset
-from carseg.utils.errors import ConfigError
+from carseg.data.transforms import inference_transforms
 from carseg.training.segmentation_module import SegmentationModule
-from carseg.data.transforms import build_transforms
+from carseg.utils.errors import ConfigError
 from helpers import build_model, quiet_trainer
 
 
 def _batch(tiny_set, n=8, size=(48, 64)):
-    ds = CarvanaDataset(tiny_set, transform=build_transforms(size))
+    ds = CarvanaDataset(
+        tiny_set, transform=inference_transforms(size, resize=True), image_dir="train"
+    )
     items = [ds[i] for i in range(0, 16 * 5, 10)][:n]
     return torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items])
 
@@ -64,9 +66,10 @@ def test_checkpoint_alone_rebuilds_the_model(tiny_set, tmp_path):
     path = tmp_path / "m.ckpt"
     trainer.save_checkpoint(path)
     raw = torch.load(path, map_location="cpu", weights_only=True)
-    assert raw["hyper_parameters"]["base_width"] == 4
+    assert raw["hyper_parameters"]["net"]["base_width"] == 4
     loaded = SegmentationModule.load_from_checkpoint(path, map_location="cpu")
-    assert loaded.hparams.loss == "bce_dice" and loaded.hparams.bilinear is False
+    assert loaded.hparams.loss == {"_target_": "carseg.models.losses.BCEDice", "dice_weight": 0.3}
+    assert loaded.hparams.net["bilinear"] is False
     images, _ = _batch(tiny_set, n=2)
     module.eval()
     loaded.eval()

@@ -9,7 +9,7 @@ from helpers import build_datamodule, build_model
 
 
 def test_loader_reads_real_carvana_pairs(sample_dir):
-    ds = CarvanaDataset(sample_dir)
+    ds = CarvanaDataset(sample_dir, image_dir="train")
     assert len(ds) == 32
     assert {car_id(i) for i in ds.ids} == {"00087a6bd4dc", "02159e548029"}
     for index in (0, 17, 31):

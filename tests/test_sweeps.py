@@ -58,12 +58,22 @@ def sweep(tmp_path: Path) -> Path:
     and job 10 (sorted as a number, after job 2), whose loss diverged after a good epoch 2."""
     sweep = tmp_path / "2026-01-31_12-00-00"
     shared = ["data.size=[32,48]", "trainer.max_epochs=6"]
-    _job(sweep, "0", ["model.lr=0.0001", "model.base_width=8", *shared], _summary(0.80, 5))
-    _job(sweep, "1", ["model.lr=0.0003", "model.base_width=8", *shared], _summary(0.91, 4))
-    _job(sweep, "2", ["model.lr=0.0001", "model.base_width=16", *shared], None)
-    _job(sweep, "3", ["model.lr=0.0003", "model.base_width=16", *shared], "{not json")
+    _job(
+        sweep,
+        "0",
+        ["model.optimizer.lr=0.0001", "model.net.base_width=8", *shared],
+        _summary(0.80, 5),
+    )
+    _job(
+        sweep,
+        "1",
+        ["model.optimizer.lr=0.0003", "model.net.base_width=8", *shared],
+        _summary(0.91, 4),
+    )
+    _job(sweep, "2", ["model.optimizer.lr=0.0001", "model.net.base_width=16", *shared], None)
+    _job(sweep, "3", ["model.optimizer.lr=0.0003", "model.net.base_width=16", *shared], "{not json")
     diverged = {**_summary(0.85, 2), "status": "failed", "error": "TrainingDivergedError: nan"}
-    _job(sweep, "10", ["model.lr=0.001", "model.base_width=16", *shared], diverged)
+    _job(sweep, "10", ["model.optimizer.lr=0.001", "model.net.base_width=16", *shared], diverged)
     (sweep / "multirun.yaml").write_text("hydra: {}\n")  # Hydra's own file, not a job
     return sweep
 
@@ -72,7 +82,7 @@ def test_report_ranks_jobs_best_first_and_lists_failed_jobs_last(sweep):
     result = report(sweep)
     assert [j.name for j in result.jobs] == ["1", "10", "0", "2", "3"]
     assert result.best.name == "1" and result.best.best_val_dice == 0.91
-    assert result.varying == ["model.lr", "model.base_width"]
+    assert result.varying == ["model.optimizer.lr", "model.net.base_width"]
     assert result.shared == {"data.size": "[32,48]", "trainer.max_epochs": "6"}
     assert result.jobs[3].status == "no result (no summary.json)"
     assert result.jobs[4].status.startswith("no result (unreadable summary.json")
@@ -103,7 +113,7 @@ def test_report_writes_a_csv_with_every_job_and_override(sweep):
         rows = list(csv.DictReader(f))
     assert [r["job"] for r in rows] == ["1", "10", "0", "2", "3"]
     assert rows[0]["rank"] == "1" and float(rows[0]["best_val_dice"]) == 0.91
-    assert rows[0]["model.lr"] == "0.0003" and rows[0]["trainer.max_epochs"] == "6"
+    assert rows[0]["model.optimizer.lr"] == "0.0003" and rows[0]["trainer.max_epochs"] == "6"
     assert rows[0]["best_checkpoint"] == "/runs/4.ckpt" and rows[0]["git_commit"] == "abc123"
     assert rows[3]["rank"] == "" and rows[3]["best_val_dice"] == ""
     assert rows[3]["status"].startswith("no result")
@@ -157,8 +167,8 @@ def test_latest_sweep_picks_the_newest_by_name(tmp_path):
 
 
 def test_parse_overrides_and_short_values():
-    assert parse_overrides(["model.lr=1e-4", "data.size=[32,48]", "+x=a=b", "~key"]) == {
-        "model.lr": "1e-4",
+    assert parse_overrides(["model.optimizer.lr=1e-4", "data.size=[32,48]", "+x=a=b", "~key"]) == {
+        "model.optimizer.lr": "1e-4",
         "data.size": "[32,48]",
         "+x": "a=b",
         "~key": "",
@@ -196,8 +206,12 @@ def test_optuna_search_space_and_direction():
     cfg = _compose("hparams_search=optuna", hydra=True)
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
-    assert set(sweeper.params) == {"model.lr", "model.base_width", "model.dice_weight"}
-    assert cfg.model.loss == "bce_dice"
+    assert set(sweeper.params) == {
+        "model.optimizer.lr",
+        "model.net.base_width",
+        "model.loss.dice_weight",
+    }
+    assert cfg.model.loss._target_ == "carseg.models.losses.BCEDice"
     assert sweeper.storage is None  # SQLite storage fails with SQLAlchemy 2 (optuna 2.10)
 
 
@@ -206,7 +220,7 @@ def test_optuna_search_space_and_direction():
 
 @pytest.mark.slow
 def test_optuna_sweep_end_to_end_then_report(tmp_path):
-    tiny = [o for o in TINY_TRAIN if not o.startswith("model.base_width=")]
+    tiny = [o for o in TINY_TRAIN if not o.startswith("model.net.base_width=")]
     proc = run_script(
         tmp_path,
         "train",
@@ -224,15 +238,16 @@ def test_optuna_sweep_end_to_end_then_report(tmp_path):
     scores = []
     for job in jobs:
         overrides = parse_overrides(yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()))
-        lr, width = float(overrides["model.lr"]), int(overrides["model.base_width"])
+        lr, width = float(overrides["model.optimizer.lr"]), int(overrides["model.net.base_width"])
         assert 1e-4 <= lr <= 3e-3 and width in (8, 16, 32)
-        assert 0.1 <= float(overrides["model.dice_weight"]) <= 2.0
+        assert 0.1 <= float(overrides["model.loss.dice_weight"]) <= 2.0
         summary = json.loads((job / "summary.json").read_text())
         assert summary["status"] == "completed" and summary["epochs_run"] == 1
         # the job trained what the sampler chose, with the Dice loss
         saved = torch.load(summary["best_checkpoint"], weights_only=True)["hyper_parameters"]
-        assert saved["lr"] == pytest.approx(lr) and saved["base_width"] == width
-        assert saved["loss"] == "bce_dice"
+        assert saved["optimizer"]["lr"] == pytest.approx(lr)
+        assert saved["net"]["base_width"] == width
+        assert saved["loss"]["_target_"] == "carseg.models.losses.BCEDice"
         scores.append(summary["best_val_dice"])
 
     # Optuna maximised what train.py returned: the best val/dice of each job
@@ -243,5 +258,5 @@ def test_optuna_sweep_end_to_end_then_report(tmp_path):
     assert proc.returncode == 0, proc.stderr
     best_job = jobs[int(np.argmax(scores))].name
     assert f"best: job {best_job}, val/dice {max(scores):.4f}" in proc.stdout
-    assert "model.lr" in proc.stdout and "model.dice_weight" in proc.stdout
+    assert "model.optimizer.lr" in proc.stdout and "model.loss.dice_weight" in proc.stdout
     assert (sweep / CSV_FILE).is_file() and (sweep / PLOT_FILE).is_file()

@@ -25,7 +25,9 @@ NAME = re.compile(r"^([0-9a-f]{12})_(0[1-9]|1[0-6])\.jpg$")
 
 @pytest.fixture(scope="module")
 def small_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return generate_dataset(tmp_path_factory.mktemp("synthetic") / "set", N_CARS, H, W, seed=0)
+    return generate_dataset(
+        tmp_path_factory.mktemp("synthetic") / "set", n_cars=N_CARS, height=H, width=W, seed=0
+    )
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
@@ -122,11 +124,11 @@ def test_mask_is_exactly_where_the_car_hides_the_studio() -> None:
 
 
 def test_same_seed_same_bytes_other_seed_other_set(tmp_path: Path) -> None:
-    first = snapshot(generate_dataset(tmp_path / "a", 2, H, W, seed=7))
+    first = snapshot(generate_dataset(tmp_path / "a", n_cars=2, height=H, width=W, seed=7))
     # A fresh interpreter: nothing cached in this process may hide a difference.
     code = (
         "import sys; from carseg.data.synthetic import generate_dataset; "
-        f"generate_dataset(sys.argv[1], 2, {H}, {W}, seed=7)"
+        f"generate_dataset(sys.argv[1], n_cars=2, height={H}, width={W}, seed=7)"
     )
     src = str(Path(synthetic.__file__).parents[1])  # the carseg under test, installed or not
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
@@ -135,7 +137,7 @@ def test_same_seed_same_bytes_other_seed_other_set(tmp_path: Path) -> None:
     assert first.keys() == again.keys()
     for name in first:
         assert first[name][1] == again[name][1], name
-    other = snapshot(generate_dataset(tmp_path / "c", 2, H, W, seed=8))
+    other = snapshot(generate_dataset(tmp_path / "c", n_cars=2, height=H, width=W, seed=8))
     assert other.keys() != first.keys()  # other car ids
     assert sorted(v for _, v in other.values()) != sorted(v for _, v in first.values())
 
@@ -201,7 +203,7 @@ def test_best_threshold_dice_is_one_for_a_separable_image() -> None:
 def test_ensure_dataset_generates_then_reuses(tmp_path: Path, monkeypatch) -> None:
     root = tmp_path / "empty"
     root.mkdir()  # an empty folder counts as absent
-    assert ensure_dataset(root, 1, H, W, seed=0) == root
+    assert ensure_dataset(root, n_cars=1, height=H, width=W, seed=0) == root
     before = snapshot(root)
     assert len(before) == 16 * 2 + 3
 
@@ -209,7 +211,7 @@ def test_ensure_dataset_generates_then_reuses(tmp_path: Path, monkeypatch) -> No
         raise AssertionError("ensure_dataset regenerated a set it should reuse")
 
     monkeypatch.setattr(synthetic.writer, "_write_dataset", must_not_run)
-    assert ensure_dataset(str(root), 1, H, W, seed=0) == root
+    assert ensure_dataset(str(root), n_cars=1, height=H, width=W, seed=0) == root
     assert snapshot(root) == before  # same bytes, same modification times
     assert [p.name for p in tmp_path.iterdir()] == ["empty"]  # no temporary folder left
 
@@ -220,7 +222,7 @@ def test_ensure_dataset_generates_then_reuses(tmp_path: Path, monkeypatch) -> No
      ({"n_cars": 2}, "generated with")],
 )  # fmt: skip
 def test_ensure_dataset_refuses_other_parameters(tmp_path: Path, other, message) -> None:
-    root = generate_dataset(tmp_path / "set", 1, H, W, seed=0)
+    root = generate_dataset(tmp_path / "set", n_cars=1, height=H, width=W, seed=0)
     before = snapshot(root)
     params = {"n_cars": 1, "height": H, "width": W, "seed": 0, **other}
     with pytest.raises(FileExistsError, match=message) as err:
@@ -235,13 +237,13 @@ def test_ensure_and_generate_refuse_foreign_content(tmp_path: Path) -> None:
     (root / "notes.txt").write_text("my own data")
     for make in (ensure_dataset, generate_dataset):
         with pytest.raises(FileExistsError, match="pick another root") as err:
-            make(root, 1, H, W, seed=0)
+            make(root, n_cars=1, height=H, width=W, seed=0)
         assert str(root) in str(err.value)
     with pytest.raises(FileExistsError, match="notes.txt"):
-        ensure_dataset(root, 1, H, W, seed=0)
+        ensure_dataset(root, n_cars=1, height=H, width=W, seed=0)
     (tmp_path / "a_file").write_text("not a folder")
     with pytest.raises(FileExistsError, match="is a file"):
-        ensure_dataset(tmp_path / "a_file", 1, H, W, seed=0)
+        ensure_dataset(tmp_path / "a_file", n_cars=1, height=H, width=W, seed=0)
     (tmp_path / "a_file").unlink()
     assert [p.name for p in root.iterdir()] == ["notes.txt"]
     assert (root / "notes.txt").read_text() == "my own data"
@@ -262,7 +264,7 @@ def test_a_failed_run_leaves_no_half_written_set(tmp_path: Path, monkeypatch) ->
 
     monkeypatch.setattr(synthetic.writer, "render_view", render_then_fail)
     with pytest.raises(RuntimeError, match="killed"):
-        generate_dataset(tmp_path / "set", 1, H, W, seed=0)
+        generate_dataset(tmp_path / "set", n_cars=1, height=H, width=W, seed=0)
     assert list(tmp_path.iterdir()) == []  # neither the set nor its temporary folder
 
 
@@ -275,5 +277,5 @@ def test_a_failed_run_leaves_no_half_written_set(tmp_path: Path, monkeypatch) ->
 def test_arguments_are_validated(tmp_path: Path, kwargs, message) -> None:
     for make in (generate_dataset, ensure_dataset):
         with pytest.raises(ValueError, match=message):
-            make(tmp_path / "set", **kwargs)
+            make(tmp_path / "set", **{"n_cars": 1, "height": H, "width": W, "seed": 0, **kwargs})
     assert list(tmp_path.iterdir()) == []

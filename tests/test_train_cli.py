@@ -38,7 +38,7 @@ def test_train_writes_checkpoint_and_tensorboard_logs(tmp_path):
     saved = torch.load(best[0], map_location="cpu", weights_only=True)
     assert saved["datamodule_hyper_parameters"]["size"] == [32, 48]
     model = SegmentationModule.load_from_checkpoint(best[0], map_location="cpu")
-    assert model.hparams.base_width == 4 and model.hparams.depth == 3
+    assert model.hparams.net["base_width"] == 4 and model.hparams.net["depth"] == 3
     logits = model.eval()(torch.zeros(1, 3, 32, 48))
     assert logits.shape == (1, 1, 32, 48)
 
@@ -64,7 +64,7 @@ def test_missing_carvana_folder_explains_the_layout(tmp_path):
 
 
 def test_multirun_runs_each_job_in_its_own_folder(tmp_path):
-    proc = run_train(tmp_path, "-m", *TINY, "trainer.max_epochs=1", "model.base_width=2,4")
+    proc = run_train(tmp_path, "-m", *TINY, "trainer.max_epochs=1", "model.net.base_width=2,4")
     assert proc.returncode == 0, proc.stderr[-3000:]
     (sweep,) = (tmp_path / "outputs" / "train" / "multiruns").iterdir()
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
@@ -72,7 +72,7 @@ def test_multirun_runs_each_job_in_its_own_folder(tmp_path):
     widths = []
     for job in jobs:
         (ckpt,) = (job / "checkpoints").glob("epoch_*.ckpt")
-        widths.append(torch.load(ckpt, weights_only=True)["hyper_parameters"]["base_width"])
+        widths.append(torch.load(ckpt, weights_only=True)["hyper_parameters"]["net"]["base_width"])
     assert widths == [2, 4]
 
 
@@ -86,7 +86,7 @@ def test_ddp_with_two_cpu_processes(tmp_path):
         *TINY,
         "trainer=ddp",
         "trainer.accelerator=cpu",
-        "model.lr=3e-3",
+        "model.optimizer.lr=3e-3",
         f"+callbacks.ranks={{_target_: helpers.rank_metrics_callback, folder: {tmp_path}}}",
         env=env_extra,
     )

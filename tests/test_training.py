@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from carseg.utils.errors import ConfigError
 from carseg.training.train import build, resolve_trainer_config
+from carseg.utils.errors import ConfigError
 from helpers import compose
 
 NO_GPU = not torch.cuda.is_available()
@@ -89,8 +89,12 @@ def test_recipes_reach_the_trainer_model_and_data(tiny_set, tmp_path, experiment
     assert trainer.max_epochs == max_epochs and model.compile is compiled
     assert data.synthetic is None and run.ckpt_path is None
     if experiment in ("carvana_half", "carvana_full"):
-        assert (model.base_width, model.depth, model.bilinear) == (64, 4, True)
-        assert (model.loss, model.scheduler) == ("bce_dice", "plateau")
+        net, scheduler = model.net, model.scheduler
+        assert (net["base_width"], net["depth"], net["bilinear"]) == (64, 4, True)
+        assert model.loss == {"_target_": "carseg.models.losses.BCEDice", "dice_weight": 1.0}
+        assert scheduler["_target_"] == "torch.optim.lr_scheduler.ReduceLROnPlateau"
+        assert (scheduler["monitor"], scheduler["mode"]) == ("val/dice", "max")
+        assert (scheduler["factor"], scheduler["patience"]) == (0.5, 2)
         gpu = compose(f"experiment={experiment}", "data.root=/data")
         assert gpu.trainer.accelerator == "gpu" and gpu.trainer.benchmark is True
         assert gpu.trainer.precision == precision and gpu.model.channels_last == "auto"
@@ -108,7 +112,7 @@ def test_gpu_recipes_train_a_step_on_the_cpu(tiny_set, tmp_path, experiment):
         "data.size=[32,48]",
         "data.crop=null",
         "data.num_workers=0",
-        "model.base_width=4",
+        "model.net.base_width=4",
         "model.compile=false",
         "debug=fast",
         f"++paths.output_dir={tmp_path}",

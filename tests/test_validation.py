@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from carseg.data.rle import rle_encode
 from carseg.data.file_checks import check_dataset, describe
+from carseg.data.rle import rle_encode
 
 
 def _pair(folder, name, size=(20, 30), mask_size=None):

@@ -20,9 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
-import cv2
 import numpy as np
 
+from carseg.data.transforms import resize_image, resize_mask
 from carseg.utils.atomic import atomic_dir
 
 log = logging.getLogger(__name__)
@@ -87,8 +87,8 @@ class ResizedCache:
             masks = np.memmap(tmp / "masks.u8", np.uint8, "w+", shape=(n, height, width))
             for i, image_id in enumerate(ids):
                 image, mask = source.read_pair(image_id)
-                images[i] = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-                masks[i] = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
+                images[i] = resize_image(image, (height, width))
+                masks[i] = resize_mask(mask, (height, width))
             images.flush()
             masks.flush()
             del images, masks

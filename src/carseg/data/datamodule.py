@@ -1,14 +1,14 @@
 """The LightningDataModule: a Carvana folder split by car into training and validation loaders.
 
-Its arguments are ``conf/data/carvana.yaml``'s keys, where their defaults live; the split it made
-is saved in every checkpoint (``state_dict``), so evaluation scores the cars the model never saw.
+Its arguments are ``conf/data/carvana.yaml``'s keys, where their defaults live. The training size
+and the split it made (``size``, ``split``) go into every checkpoint's carseg record
+(``carseg.training.checkpoint_reader``), so evaluation scores the cars the model never saw.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,29 +17,38 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from carseg.data.cache import MaskStore, ResizedCache
-from carseg.utils.checks import check_choice, check_int, check_size
 from carseg.data.dataset import CarvanaDataset
-from carseg.utils.errors import ConfigError, DataError
+from carseg.data.file_checks import usable_ids
 from carseg.data.split import SplitRecord, check_val_fraction, split_by_car
-from carseg.data.transforms import build_transforms
-from carseg.data.file_checks import describe
+from carseg.data.transforms import inference_transforms, training_transforms
+from carseg.utils.checks import check_choice, check_int, check_size
+from carseg.utils.errors import ConfigError, DataError
+from carseg.utils.processes import loader_workers, usable_cores
 
 log = logging.getLogger(__name__)
 
 ON_BAD_FILE = ("error", "skip")
 
 
-def resolve_workers(num_workers: int | str, processes: int = 1) -> int:
-    """Loader workers per process: ``"auto"`` is the CPU cores this process may use, shared by
-    ``processes`` (DDP ranks on the machine), less one for the process itself.
+def prepare_root(root: str | Path, synthetic: Mapping[str, Any] | None) -> Path:
+    """The data folder; with ``synthetic`` (``carseg.data.synthetic.ensure_dataset``'s
+    parameters) the generated set, made on first use and reused after.
 
     Raises:
-        ConfigError: neither ``"auto"`` nor an integer >= 0.
+        DataError: ``root`` holds something that is not the generated set.
+        ConfigError: bad generation parameters.
     """
-    if num_workers == "auto":
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        return max(0, (cores or 1) // max(1, processes) - 1)
-    return check_int("data.num_workers", num_workers, 0, hint="or auto")
+    root = Path(root).expanduser()
+    if synthetic:
+        from carseg.data.synthetic import ensure_dataset
+
+        try:
+            ensure_dataset(root, **synthetic)
+        except FileExistsError as err:
+            raise DataError(f"{err} (data.root)") from None
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"data.synthetic: {err}") from None
+    return root
 
 
 class CarvanaDataModule(pl.LightningDataModule):
@@ -61,7 +70,9 @@ class CarvanaDataModule(pl.LightningDataModule):
         num_workers: loader worker processes (0 loads in the main process), or ``"auto"``.
         pin_memory: page-locked batches, for a faster host-to-GPU copy; None: when CUDA is there.
         persistent_workers: keep workers between epochs (only with ``num_workers > 0``).
-        augment: random flip, small affine and colour changes on the training split.
+        augment: augment the training split with ``augmentation``.
+        augmentation: the augmentations' probabilities and ranges
+            (``carseg.data.transforms.augmentations``).
         jpeg_draft: decode JPEGs at the reduced scale (1/2, 1/4, 1/8) nearest above ``size``.
         cache: keep every image and mask resized to ``size`` in a memory-mapped file under
             ``cache_dir`` (built once; rebuilt when a source file changes).
@@ -93,6 +104,7 @@ class CarvanaDataModule(pl.LightningDataModule):
         pin_memory: bool | None,
         persistent_workers: bool,
         augment: bool,
+        augmentation: Mapping[str, Any],
         jpeg_draft: bool,
         cache: bool,
         cache_dir: str | Path | None,
@@ -116,15 +128,14 @@ class CarvanaDataModule(pl.LightningDataModule):
         if val_batch_size is not None:
             check_int("data.val_batch_size", val_batch_size, 1)
         check_int("data.split_seed", split_seed, 0)
-        resolve_workers(num_workers)  # checked now, resolved per process in setup
+        loader_workers(num_workers, key="data.num_workers")  # checked now, resolved per process
         check_choice("data.on_bad_file", on_bad_file, ON_BAD_FILE)
         if (cache or mask_cache) and cache_dir is None:
             raise ConfigError(
                 "data.cache=true and data.mask_cache=true need data.cache_dir, the folder to keep "
                 "them in"
             )
-        # Saved into checkpoints as plain values (weights_only loading): evaluation and
-        # prediction read the training size from there.
+        # Plain values (weights_only loading) for TensorBoard's HPARAMS and the checkpoint.
         self.save_hyperparameters()
         self.hparams.update(
             root=str(root),
@@ -142,7 +153,7 @@ class CarvanaDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.persistent_workers = persistent_workers
-        self.augment = augment
+        self.augmentation = dict(augmentation) if augment else None
         self.validate = validate
         self.on_bad_file = on_bad_file
         self.jpeg_draft = jpeg_draft
@@ -156,49 +167,44 @@ class CarvanaDataModule(pl.LightningDataModule):
         self._resumed_split: SplitRecord | None = None  # the split of a checkpoint resumed from
 
     def prepare_data(self) -> None:
-        if self.synthetic is not None:
-            from carseg.data.synthetic import ensure_dataset
+        prepare_root(self.root, self.synthetic)
 
-            try:
-                ensure_dataset(self.root, **self.synthetic)
-            except FileExistsError as err:
-                raise DataError(f"{err} (data.root)") from None
-            except (TypeError, ValueError) as err:
-                raise ConfigError(f"data.synthetic: {err}") from None
+    def expect_split(self, split: SplitRecord | None) -> None:
+        """The split of the checkpoint this run resumes: ``setup`` refuses to make another."""
+        self._resumed_split = split
+        if self.split is not None:
+            self._check_resumed_split()
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
         skip = self.on_bad_file == "skip"
-        everything = CarvanaDataset(self.root, image_dir=self.image_dir, skip_missing_masks=skip)
-        ids = self._usable(everything, skip) if self.validate else everything.ids
+        listed = CarvanaDataset(self.root, image_dir=self.image_dir, skip_missing_masks=skip)
+        ids = usable_ids(listed, skip, "data.on_bad_file=skip") if self.validate else listed.ids
         train_ids, val_ids = split_by_car(ids, self.val_fraction, self.split_seed)
         self.split = SplitRecord.of(
             str(self.root.resolve()), self.val_fraction, self.split_seed, train_ids, val_ids
         )
         self._check_resumed_split()
         decode_size = self.size if self.jpeg_draft else None
-        usable = CarvanaDataset(self.root, ids, image_dir=self.image_dir, decode_size=decode_size)
+        usable = listed.subset(ids, decode_size=decode_size)
         cache = masks = None
         if self.cache:
             cache = ResizedCache.build(usable, self.size, self.cache_dir)
         elif self.mask_cache:
-            threads = resolve_workers("auto") + 1  # every core this process may use
-            masks = MaskStore.build(usable, self.cache_dir, threads)
-        common = {
-            "image_dir": self.image_dir,
-            "skip_missing_masks": skip,
-            "decode_size": decode_size,
-            "cache": cache,
-            "masks": masks,
-        }
-        self.train_set = CarvanaDataset(
-            self.root,
-            train_ids,
-            build_transforms(self.size, self.augment, self.crop, self.crop_on_car),
-            **common,
+            masks = MaskStore.build(usable, self.cache_dir, threads=usable_cores())
+        resize = cache is None  # the cache holds the images at size already
+        train_transform = training_transforms(
+            self.size,
+            resize=resize,
+            augmentation=self.augmentation,
+            crop=self.crop,
+            crop_on_car=self.crop_on_car,
         )
-        self.val_set = CarvanaDataset(self.root, val_ids, build_transforms(self.size), **common)
+        sources = {"decode_size": decode_size, "cache": cache, "masks": masks}
+        self.train_set = usable.subset(train_ids, train_transform, **sources)
+        val_transform = inference_transforms(self.size, resize=resize)
+        self.val_set = usable.subset(val_ids, val_transform, **sources)
         log.info(
             "Carvana data %s: %d train / %d val images (%d / %d cars), resized to %dx%d",
             self.root,
@@ -208,44 +214,6 @@ class CarvanaDataModule(pl.LightningDataModule):
             len(self.split.val_cars),
             *self.size,
         )
-
-    @staticmethod
-    def _usable(dataset: CarvanaDataset, skip: bool) -> list[str]:
-        """The ids without problems; with problems and not ``skip``, stop listing them all."""
-        started = time.perf_counter()
-        problems = dataset.problems()
-        log.info(
-            "Checked %d images and masks in %.1f s: %d problem(s)",
-            len(dataset),
-            time.perf_counter() - started,
-            len(problems),
-        )
-        if not problems:
-            return dataset.ids
-        message = describe(problems, len(dataset))
-        if not skip:
-            raise DataError(
-                f"{message}\nFix or remove these files, or train without them with "
-                "data.on_bad_file=skip"
-            )
-        log.warning("%s\nTraining without them (data.on_bad_file=skip)", message)
-        bad = {p.image_id for p in problems}
-        ids = [i for i in dataset.ids if i not in bad]
-        if not ids:
-            raise DataError(f"No usable image left in {dataset.image_dir}")
-        return ids
-
-    # The split travels with every checkpoint (Lightning stores this under the class's name).
-    def state_dict(self) -> dict[str, Any]:
-        return {"split": self.split.to_dict()} if self.split is not None else {}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """On resume (Lightning calls this before ``setup``): keep the checkpoint's split, which
-        ``setup`` compares with the one it makes."""
-        if "split" in state_dict:
-            self._resumed_split = SplitRecord.from_dict(state_dict["split"])
-            if self.split is not None:
-                self._check_resumed_split()
 
     def _check_resumed_split(self) -> None:
         """Refuse a split that is not the checkpoint's: cars would cross from train to val."""
@@ -263,7 +231,7 @@ class CarvanaDataModule(pl.LightningDataModule):
 
     def _loader(self, dataset: Dataset, shuffle: bool, batch_size: int) -> DataLoader:
         processes = self.trainer.num_devices if self.trainer is not None else 1
-        workers = resolve_workers(self.num_workers, processes)
+        workers = loader_workers(self.num_workers, processes, key="data.num_workers")
         return DataLoader(
             dataset,
             batch_size=batch_size,

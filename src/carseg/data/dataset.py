@@ -11,19 +11,19 @@ A car has 16 views (``_01`` .. ``_16``); the car id is the file name up to its l
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import albumentations as A
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from carseg.data.cache import MaskStore, ResizedCache
-from carseg.utils.errors import DataError, DataNotFoundError
+from carseg.data.file_checks import Problem, check_dataset
 from carseg.data.image_io import (
     IMAGE_EXTENSIONS,
     LOSSY_MASK_EXTENSIONS,
@@ -33,7 +33,8 @@ from carseg.data.image_io import (
     read_mask,
 )
 from carseg.data.rle import read_rle_rows, rle_decode
-from carseg.data.file_checks import Problem, check_dataset
+from carseg.data.transforms import resize_mask
+from carseg.utils.errors import DataError, DataNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,8 @@ class CarvanaDataset(Dataset):
         root: str | Path,
         ids: Sequence[str] | None = None,
         transform: A.Compose | None = None,
-        image_dir: str = "train",
+        *,
+        image_dir: str,
         skip_missing_masks: bool = False,
         decode_size: Sequence[int] | None = None,
         cache: ResizedCache | None = None,
@@ -127,6 +129,35 @@ class CarvanaDataset(Dataset):
             chosen = self._without_masks(chosen, missing, skip_missing_masks)
         self.ids = chosen
         self.image_paths = {i: images[i] for i in chosen}
+
+    def subset(
+        self,
+        ids: Sequence[str],
+        transform: A.Compose | None = None,
+        decode_size: Sequence[int] | None = None,
+        cache: ResizedCache | None = None,
+        masks: MaskStore | None = None,
+    ) -> CarvanaDataset:
+        """The images ``ids`` of this set, with their own transform and sources, without listing
+        the folder again.
+
+        Raises:
+            DataError: ids this set does not hold.
+        """
+        unknown = [i for i in ids if i not in self.image_paths]
+        if unknown:
+            raise DataError(f"{len(unknown)} ids are not in this set: {', '.join(unknown[:10])}")
+        part = copy.copy(self)
+        part.ids = list(ids)
+        part.image_paths = {i: self.image_paths[i] for i in ids}
+        part.mask_paths = {i: self.mask_paths[i] for i in ids if i in self.mask_paths}
+        part.rles = {i: self.rles[i] for i in ids if i in self.rles}
+        part.rle_lines = {i: self.rle_lines[i] for i in ids if i in self.rle_lines}
+        part.transform = transform
+        part.decode_size = tuple(decode_size) if decode_size is not None else None
+        part.cache = cache
+        part.masks = masks
+        return part
 
     def _find_masks(self, chosen: list[str]) -> None:
         """Mask files for ``chosen`` first, then RLE rows for the rest."""
@@ -228,10 +259,8 @@ class CarvanaDataset(Dataset):
                 f"Mask of {image_id} is {mask.shape[1]}x{mask.shape[0]} but its image is "
                 f"{original[1]}x{original[0]}: each mask must match its image's size"
             )
-        if mask.shape != image.shape[:2]:  # the JPEG was decoded at a reduced scale
-            mask = cv2.resize(
-                mask, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST
-            )
+        # the JPEG was decoded at a reduced scale: the mask follows it
+        mask = resize_mask(mask, image.shape[:2])
         return image, mask
 
     def problems(self) -> list[Problem]:

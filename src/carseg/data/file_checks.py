@@ -1,4 +1,5 @@
-"""Check a Carvana folder before training starts: every problem found at once, from file headers.
+"""Check a Carvana folder before training or evaluation starts: every problem found at once, from
+file headers.
 
 Reading every pixel of Kaggle's 5,088 training images takes minutes; their headers take seconds. So
 each image and mask is opened (Pillow reads the header only), its size compared, its end checked for
@@ -9,12 +10,17 @@ file with intact ends) still fails when decoded, with the file named (``CarvanaD
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from carseg.utils.errors import UnreadableFileError
 from carseg.data.image_io import read_header
 from carseg.data.rle import rle_validate
+from carseg.utils.errors import DataError, UnreadableFileError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -75,3 +81,35 @@ def describe(problems: list[Problem], total: int, shown: int = 20) -> str:
     if len(problems) > shown:
         lines.append(f"  ... and {len(problems) - shown} more")
     return "\n".join(lines)
+
+
+def usable_ids(dataset: Any, skip: bool, skip_option: str) -> list[str]:
+    """The ids of ``dataset`` (a ``CarvanaDataset``) whose files have no problem.
+
+    With problems and not ``skip``, stop listing them all; with ``skip``, leave those images out
+    with a warning that lists them.
+
+    Raises:
+        DataError: problems and not ``skip``, or no usable image left.
+    """
+    started = time.perf_counter()
+    problems = dataset.problems()
+    log.info(
+        "Checked %d images and masks in %.1f s: %d problem(s)",
+        len(dataset),
+        time.perf_counter() - started,
+        len(problems),
+    )
+    if not problems:
+        return list(dataset.ids)
+    message = describe(problems, len(dataset))
+    if not skip:
+        raise DataError(
+            f"{message}\nFix or remove these files, or leave them out with {skip_option}"
+        )
+    log.warning("%s\nGoing on without them (%s)", message, skip_option)
+    bad = {p.image_id for p in problems}
+    ids = [i for i in dataset.ids if i not in bad]
+    if not ids:
+        raise DataError(f"No usable image left in {dataset.image_dir}")
+    return ids

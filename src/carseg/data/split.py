@@ -44,7 +44,7 @@ def check_val_fraction(val_fraction: float) -> float:
 
 
 def split_by_car(
-    image_ids: Sequence[str], val_fraction: float = 0.2, seed: int = 42
+    image_ids: Sequence[str], val_fraction: float, seed: int
 ) -> tuple[list[str], list[str]]:
     """Split image ids into (train, val) so that all views of a car fall on the same side.
 

@@ -1,83 +1,107 @@
-"""Score a model at Kaggle's resolution and write what a person reads: numbers, a histogram, the
-worst images.
+"""Score trained models at Kaggle's resolution on the cars they did not train on: the library
+behind ``src/eval.py``.
 
-Dice is computed per image at the image's original size (``carseg.inference.predictor`` upsamples the
-probabilities before thresholding) and averaged once over all images, with the empty-mask rule of
-``carseg.models.metrics``. The images scored are the cars the model did not train on: the validation
-cars its checkpoint recorded (``images_to_score``).
+Scoring runs through the predict loop, like prediction (``carseg.inference.loop``): any number of
+processes or devices, a checkpoint, an ONNX model or an ensemble. Dice is computed per image at
+the image's original size (the probabilities are upsampled before thresholding) and averaged
+once over all images, with the empty-mask rule of ``carseg.models.metrics``. Each process writes
+its scores as rows and keeps its worst predictions; the first merges them into the report
+(``carseg.inference.report``), whose gallery shows the masks already predicted.
 """
 
 from __future__ import annotations
 
-import csv
+import heapq
+import itertools
 import logging
 import math
+import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-import torch
+import pytorch_lightning as pl
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import BasePredictionWriter
 
-# Figure without pyplot: no global backend or figure state is touched (notebooks keep theirs).
-from matplotlib.figure import Figure
-from tqdm.auto import tqdm
-
-from carseg.utils import drawing
-from carseg.utils.atomic import write_json
-from carseg.utils.checks import check_choice
+from carseg.data.datamodule import prepare_root
 from carseg.data.dataset import CarvanaDataset
-from carseg.utils.errors import ConfigError
-from carseg.inference.predictor import Predictor, batched
-from carseg.models.metrics import dice_per_image
-from carseg.data.split import SplitRecord, car_id, cars_of
+from carseg.data.file_checks import usable_ids
+from carseg.data.image_io import read_mask, save_mask
+from carseg.data.split import SplitRecord, car_id, cars_of, split_by_car
+from carseg.inference.loop import (
+    InferenceModule,
+    ScoringSet,
+    build_predictor,
+    inference_trainer,
+    inference_trainer_config,
+    run_loop,
+)
+from carseg.inference.report import EvalReport, write_report
+from carseg.inference.rows import append_row, read_rows
+from carseg.utils.checks import check_choice, check_int
+from carseg.utils.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("val", "train", "all")
+SCORES = "scores-rank*.csv"  # each process's image,dice,ceiling rows
 
 
 def images_to_score(
-    image_ids: Sequence[str], split: str, record: SplitRecord | None, val_cars: Sequence[str]
+    image_ids: Sequence[str],
+    split: str,
+    records: Sequence[SplitRecord | None],
+    val_cars: Sequence[str],
 ) -> list[str]:
-    """The image ids of ``split``: the checkpoint's validation cars (``val``), its training cars
-    (``train``) or every image (``all``).
+    """The image ids of ``split``: the cars no model trained on (``val``), the cars the models
+    trained on (``train``) or every image (``all``).
 
     Args:
         image_ids: every image of the data folder.
         split: ``"val"``, ``"train"`` or ``"all"``.
-        record: the split the checkpoint recorded; None for checkpoints made before the record.
+        records: the split each model's checkpoint recorded (one for a single model; None for
+            checkpoints made before the record).
         val_cars: the validation cars of this config's own split, used only without a record.
 
     Raises:
-        ConfigError: an unknown split, or a data folder that lacks the checkpoint's cars of it.
+        ConfigError: an unknown split, a data folder that lacks the checkpoints' cars of it, or
+            an ensemble whose models together trained on every car.
     """
     check_choice("split", split, SPLITS)
-    if record is None:
+    here = set(cars_of(image_ids))
+    if any(r is None for r in records):
         log.warning(
-            "The checkpoint does not record its split by car (it predates the record): the "
+            "A checkpoint does not record its split by car (it predates the record): the "
             "validation cars are those of this config's split (data.val_fraction, "
             "data.split_seed). Make sure they are the training run's."
         )
-        wanted_val = set(val_cars)
-        trained = set(cars_of(image_ids)) - wanted_val
-    else:
-        wanted_val, trained = set(record.val_cars), set(record.train_cars)
-    here = set(cars_of(image_ids))
+    held_out = [set(val_cars) if r is None else set(r.val_cars) for r in records]
+    trained = set().union(
+        *((here - set(val_cars)) if r is None else set(r.train_cars) for r in records)
+    )
+    wanted_val = set.intersection(*held_out) - trained
     if split == "all":
         seen = sorted(here & trained)
         if seen:
             log.warning(
-                "split=all scores %d car(s) the model trained on (%s): their Dice is not a "
+                "split=all scores %d car(s) a model trained on (%s): their Dice is not a "
                 "validation score",
                 len(seen),
                 ", ".join(seen[:8]) + (" ..." if len(seen) > 8 else ""),
             )
         return list(image_ids)
+    if split == "val" and not wanted_val:
+        raise ConfigError(
+            f"The {len(records)} models were trained on different cars (folds?): no car is held "
+            "out by all of them. Score them on other cars: data.root=<a folder of other cars> "
+            "split=all"
+        )
     wanted = wanted_val if split == "val" else trained
     missing = sorted(wanted - here)
     if missing:
-        where = f" (it was trained on {record.root})" if record is not None else ""
+        roots = sorted({r.root for r in records if r is not None})
+        where = f" (it was trained on {', '.join(roots)})" if roots else ""
         raise ConfigError(
             f"The data folder lacks {len(missing)} of the checkpoint's {len(wanted)} {split} "
             f"car(s): {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}. Point "
@@ -88,141 +112,129 @@ def images_to_score(
     return [i for i in image_ids if car_id(i) in wanted]
 
 
-@dataclass(frozen=True)
-class EvalReport:
-    """Per-image Dice and where the report files are."""
+class ScoreWriter(BasePredictionWriter):
+    """Each process's scores as rows (``scores-rank<r>.csv``) and its ``worst`` lowest-Dice
+    predicted masks (``.worst-rank<r>/``), for the first process to merge into the report."""
 
-    scores: dict[str, float]  # image id -> Dice at full resolution (NaN: both masks empty)
-    mean: float
-    median: float
-    minimum: float
-    files: dict[str, Path]
+    def __init__(self, folder: Path, worst: int) -> None:
+        super().__init__(write_interval="batch")
+        self.folder = folder
+        self.worst = worst
+        # the lowest-Dice predictions so far, a heap of (-dice, n, id, mask): the highest on top
+        self._kept: list[tuple[float, int, str, Any]] = []
+        self._order = itertools.count()
+
+    def rows(self, rank: int) -> Path:
+        return self.folder / SCORES.replace("*", str(rank))
+
+    def worst_dir(self, rank: int) -> Path:
+        return self.folder / f".worst-rank{rank}"
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.rows(trainer.global_rank).unlink(missing_ok=True)
+        shutil.rmtree(self.worst_dir(trainer.global_rank), ignore_errors=True)
+        self._kept = []
+
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx
+    ) -> None:
+        path = self.rows(trainer.global_rank)
+        for name, dice, ceiling, mask in zip(
+            prediction["names"],
+            prediction["dice"],
+            prediction["ceiling"],
+            prediction["masks"],
+            strict=True,
+        ):
+            append_row(path, [name, repr(dice), "" if ceiling is None else repr(ceiling)])
+            if self.worst and not math.isnan(dice):
+                entry = (-dice, next(self._order), name, mask)
+                if len(self._kept) < self.worst:
+                    heapq.heappush(self._kept, entry)
+                elif -dice > self._kept[0][0]:  # lower than the highest kept
+                    heapq.heapreplace(self._kept, entry)
+        for name, reason in prediction["failed"]:
+            raise DataError(f"Cannot read {name}: {reason}")
+
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        folder = self.worst_dir(trainer.global_rank)
+        folder.mkdir(exist_ok=True)
+        for n, (_, _, name, mask) in enumerate(self._kept):
+            save_mask(mask, folder / f"{n}.png", format="PNG")
+            append_row(folder / "index.csv", [name, f"{n}.png"])
+        trainer.strategy.barrier("carseg-scores")  # every process has written its rows
+
+    def collect(self) -> tuple[dict[str, float], dict[str, float], dict[str, Any]]:
+        """Every process's scores, ceilings, and the predicted masks of the ``worst`` images;
+        the intermediate files are removed."""
+        files = sorted(self.folder.glob(SCORES))
+        scores, ceilings = {}, {}
+        for name, dice, ceiling in read_rows(files, width=3):
+            scores[name] = float(dice)
+            if ceiling:
+                ceilings[name] = float(ceiling)
+        kept: dict[str, Path] = {}
+        folders = sorted(self.folder.glob(".worst-rank*"))
+        for folder in folders:
+            index = folder / "index.csv"
+            for name, file in read_rows([index], width=2) if index.is_file() else []:
+                kept[name] = folder / file
+        ranked = sorted((v, k) for k, v in scores.items() if k in kept)
+        worst = {k: read_mask(kept[k]) for _, k in ranked[: self.worst]}
+        for path in files:
+            path.unlink()
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
+        return scores, ceilings, worst
 
 
-def score_images(
-    dataset: CarvanaDataset,
-    predictor: Predictor,
-    threshold: float,
-    batch_size: int = 4,
-    progress: bool = True,
-) -> dict[str, float]:
-    """Dice of every image of ``dataset`` (read at its original size, no transform)."""
-    scores: dict[str, float] = {}
-    batches = list(batched(dataset.ids, batch_size))
-    for ids in tqdm(batches, desc="evaluating", unit="batch", disable=not progress):
-        images = [dataset.load_image(i) for i in ids]
-        probs = predictor.probabilities(images)
-        for image_id, image, prob in zip(ids, images, probs, strict=True):
-            truth = torch.from_numpy(dataset.load_mask(image_id, image.shape[:2]))
-            pred = torch.from_numpy(prob > threshold)
-            scores[image_id] = float(dice_per_image(pred[None], truth[None])[0])
-    return scores
+def evaluate(cfg: DictConfig) -> EvalReport | None:
+    """Score the models of ``cfg`` (the composed ``conf/eval.yaml``) and write the report into
+    its run folder; None on every process but the first.
 
-
-def summarise(scores: dict[str, float]) -> dict[str, float]:
-    """Mean, median, min and max over the images with a defined Dice."""
-    values = np.array([v for v in scores.values() if not math.isnan(v)], dtype=np.float64)
-    if not len(values):
-        nan = float("nan")
-        return {"mean": nan, "median": nan, "min": nan, "max": nan, "n_scored": 0}
-    return {
-        "mean": float(values.mean()),
-        "median": float(np.median(values)),
-        "min": float(values.min()),
-        "max": float(values.max()),
-        "n_scored": int(len(values)),
-    }
-
-
-def write_report(
-    out_dir: Path,
-    scores: dict[str, float],
-    dataset: CarvanaDataset,
-    predictor: Predictor,
-    threshold: float,
-    worst: int = 8,
-    extra: dict | None = None,
-) -> EvalReport:
-    """Write ``metrics.json``, ``dice_per_image.csv``, ``dice_histogram.png`` and
-    ``worst_images.png`` into ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    summary = summarise(scores)
-    files = {
-        "metrics": out_dir / "metrics.json",
-        "csv": out_dir / "dice_per_image.csv",
-        "histogram": out_dir / "dice_histogram.png",
-        "gallery": out_dir / "worst_images.png",
-    }
-    record = {
-        **summary,
-        "n_images": len(scores),
-        "threshold": threshold,
-        **(extra or {}),
-        "per_image": {k: (None if math.isnan(v) else v) for k, v in sorted(scores.items())},
-    }
-    write_json(files["metrics"], record)
-    with files["csv"].open("w", newline="") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["image", "dice"])
-        writer.writerows(
-            (k, "" if math.isnan(v) else f"{v:.6f}") for k, v in sorted(scores.items())
-        )
-    _histogram(files["histogram"], scores, summary)
-    ranked = sorted((v, k) for k, v in scores.items() if not math.isnan(v))
-    _gallery(
-        files["gallery"], [k for _, k in ranked[:worst]], scores, dataset, predictor, threshold
+    Raises:
+        ConfigError, DataError, DataNotFoundError: a bad option, model or data folder.
+    """
+    check_choice("split", cfg.split, SPLITS)
+    worst = check_int("worst", cfg.worst, 0)
+    trainer_cfg = inference_trainer_config(cfg)
+    predictor, threshold, models = build_predictor(cfg)
+    root = prepare_root(cfg.data.root, cfg.data.synthetic)
+    listed = CarvanaDataset(root, image_dir=cfg.data.image_dir)
+    own_val: list[str] = []
+    if any(m.split is None for m in models):
+        own_val = split_by_car(listed.ids, cfg.data.val_fraction, cfg.data.split_seed)[1]
+    ids = images_to_score(listed.ids, cfg.split, [m.split for m in models], cars_of(own_val))
+    skip = cfg.data.on_bad_file == "skip"
+    ids = usable_ids(listed.subset(ids), skip, "data.on_bad_file=skip")
+    dataset = listed.subset(ids)
+    folder = Path(cfg.paths.output_dir)
+    writer = ScoreWriter(folder, worst)
+    trainer = inference_trainer(trainer_cfg, writer, models)
+    largest = max(predictor.sizes, key=lambda s: s[0] * s[1])
+    scoring = ScoringSet(dataset, predictor, largest if cfg.ceiling else None, threshold)
+    run_loop(trainer, InferenceModule(predictor, threshold), scoring, cfg.batch_size,
+             cfg.num_workers)  # fmt: skip
+    if not trainer.is_global_zero:
+        return None
+    scores, ceilings, worst_masks = writer.collect()
+    return write_report(
+        folder,
+        scores,
+        ceilings,
+        worst_masks,
+        dataset,
+        threshold,
+        extra={
+            "checkpoint": [str(m.path) for m in models] if len(models) > 1 else str(models[0].path),
+            "data_root": str(root),
+            "split": cfg.split,
+            "cars": cars_of(ids),
+            "tta": cfg.tta,
+            "model_input_size": [list(s) for s in predictor.sizes]
+            if len(models) > 1
+            else list(predictor.sizes[0]),
+            "ceiling_size": list(largest) if cfg.ceiling else None,
+        },
     )
-    return EvalReport(
-        scores=scores,
-        mean=summary["mean"],
-        median=summary["median"],
-        minimum=summary["min"],
-        files=files,
-    )
-
-
-def _histogram(path: Path, scores: dict[str, float], summary: dict[str, float]) -> None:
-    values = [v for v in scores.values() if not math.isnan(v)]
-    fig = Figure(figsize=(6, 3.5), dpi=100)
-    ax = fig.subplots()
-    ax.hist(values, bins=40, color="#4477aa")
-    ax.axvline(summary["mean"], color="#cc3311", label=f"mean {summary['mean']:.4f}")
-    ax.axvline(summary["median"], color="#228833", ls="--", label=f"median {summary['median']:.4f}")
-    ax.set_xlabel("Dice per image (full resolution)")
-    ax.set_ylabel("images")
-    ax.set_title(f"{len(values)} images")
-    ax.legend(loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path)
-
-
-def _gallery(
-    path: Path,
-    ids: Sequence[str],
-    scores: dict[str, float],
-    dataset: CarvanaDataset,
-    predictor: Predictor,
-    threshold: float,
-) -> None:
-    rows = max(1, len(ids))
-    fig = Figure(figsize=(12, 2.2 * rows), dpi=100)
-    axes = fig.subplots(rows, 4, squeeze=False)
-    titles = ("image", "true mask", "predicted mask", drawing.ERROR_LEGEND)
-    for row, image_id in enumerate(ids):
-        image = dataset.load_image(image_id)
-        truth = dataset.load_mask(image_id, image.shape[:2])
-        pred = predictor.probabilities([image])[0] > threshold
-        panels = (image, truth, pred, drawing.error_map(truth, pred))
-        for col, panel in enumerate(panels):
-            ax = axes[row, col]
-            ax.imshow(panel, cmap="gray" if panel.ndim == 2 else None, vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if row == 0:
-                ax.set_title(titles[col], fontsize=9)
-        axes[row, 0].set_ylabel(f"{image_id}\nDice {scores[image_id]:.4f}", fontsize=8)
-    if not ids:
-        for ax in axes[0]:
-            ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path)

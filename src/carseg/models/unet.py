@@ -8,7 +8,8 @@ Deviations from the paper, all usual in Carvana solutions (milesial/Pytorch-UNet
   overlap-tile strategy is needed;
 - BatchNorm after every convolution (optional: ``batch_norm=False`` restores conv + bias + ReLU);
 - bilinear upsampling followed by a 1x1 convolution (default) or a 2x2 transposed convolution;
-- configurable base width (64 in the paper) and depth (4 poolings in the paper);
+- configurable base width (64 in the paper: ``conf/model/net/unet_paper.yaml``) and depth (4
+  poolings in the paper);
 - inputs whose sides are not multiples of ``2**depth`` are padded (edge pixels repeated) and the
   logits cropped back, so any size works.
 """
@@ -19,11 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from carseg.utils.checks import check_int
+
 
 class DoubleConv(nn.Module):
     """(conv 3x3 => BN => ReLU) * 2"""
 
-    def __init__(self, in_channels: int, out_channels: int, batch_norm: bool = True) -> None:
+    def __init__(self, in_channels: int, out_channels: int, batch_norm: bool) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         for c_in in (in_channels, out_channels):
@@ -41,7 +44,7 @@ class DoubleConv(nn.Module):
 class Down(nn.Module):
     """maxpool 2x2 => DoubleConv: halves the size, the contracting path's step"""
 
-    def __init__(self, in_channels: int, out_channels: int, batch_norm: bool = True) -> None:
+    def __init__(self, in_channels: int, out_channels: int, batch_norm: bool) -> None:
         super().__init__()
         self.pool = nn.MaxPool2d(2)
         self.conv = DoubleConv(in_channels, out_channels, batch_norm)
@@ -54,7 +57,7 @@ class Up(nn.Module):
     """upsample 2x (halving the channels) => concat skip => DoubleConv: the expansive path's step"""
 
     def __init__(
-        self, in_channels: int, out_channels: int, bilinear: bool = True, batch_norm: bool = True
+        self, in_channels: int, out_channels: int, bilinear: bool, batch_norm: bool
     ) -> None:
         super().__init__()
         half = in_channels // 2
@@ -87,28 +90,28 @@ class UNet(nn.Module):
 
     Args:
         in_channels: image channels (3 for RGB).
-        out_channels: one logit per class (1 for car vs background).
         base_width: channels of the first level; level ``i`` has ``base_width * 2**i``.
         depth: number of poolings (4 in the paper); the input is padded to a multiple of
             ``2**depth``.
         bilinear: bilinear upsampling + 1x1 conv if True, transposed convolution if False.
         batch_norm: BatchNorm after every 3x3 convolution.
+        out_channels: one logit per class (1: car against background).
     """
 
     def __init__(
         self,
-        in_channels: int = 3,
+        *,
+        in_channels: int,
+        base_width: int,
+        depth: int,
+        bilinear: bool,
+        batch_norm: bool,
         out_channels: int = 1,
-        base_width: int = 64,
-        depth: int = 4,
-        bilinear: bool = True,
-        batch_norm: bool = True,
     ) -> None:
         super().__init__()
-        if depth < 1:
-            raise ValueError(f"UNet depth must be at least 1, got {depth}")
-        if base_width < 1:
-            raise ValueError(f"UNet base_width must be at least 1, got {base_width}")
+        check_int("model.net.in_channels", in_channels, 1)
+        check_int("model.net.base_width", base_width, 1)
+        check_int("model.net.depth", depth, 1)
         self.depth = depth
         self.multiple = 2**depth  # input sides are padded up to multiples of this
         widths = [base_width * 2**level for level in range(depth + 1)]  # e.g. 64 .. 1024

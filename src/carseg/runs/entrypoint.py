@@ -1,14 +1,13 @@
-"""What the entry points share, set up once on import: the project root for the configs, one clear
-message and exit status 2 for a user's mistake, and quiet third-party noise.
+"""How an entry point runs: a config Hydra cannot compose and a ``CarsegError`` both end the command
+with one message and exit status 2; a refused run leaves no empty run folder behind.
 
 ``src/train.py``, ``eval.py``, ``predict.py``, ``export.py`` and ``sweep_report.py`` import this
-module before they compose a config.
+module before they compose a config (it registers the ``carseg_root`` resolver).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import sys
 import warnings
@@ -16,26 +15,42 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from hydra.errors import InstantiationException
-from omegaconf import OmegaConf
 
-from carseg.utils.errors import CarsegError, ConfigError
+from carseg.runs import config  # noqa: F401  (registers the resolvers conf/ uses)
+from carseg.runs.run_folder import job_started, made_by_this_run, reset_job_started
+from carseg.utils.errors import USER_ERROR, CarsegError, ConfigError, exit_user_error
 
 # Lightning 2.6 trips torch 2.13's deprecation of pytree's LeafSpec on every run: nothing to act on.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
+# Keys that moved: the old spelling is refused with the new one, before Hydra composes.
+RENAMED = {
+    "model.lr": "model.optimizer.lr",
+    "model.weight_decay": "model.optimizer.weight_decay",
+    "model.in_channels": "model.net.in_channels",
+    "model.base_width": "model.net.base_width",
+    "model.depth": "model.net.depth",
+    "model.bilinear": "model.net.bilinear",
+    "model.batch_norm": "model.net.batch_norm",
+    "model.dice_weight": "model.loss.dice_weight",
+    "model.scheduler": "model/scheduler",
+    "model.loss": "model/loss",
+    "device": "trainer.accelerator (cpu, gpu) and trainer.devices",
+}
 
-def project_root() -> Path:
-    """Where ``outputs/`` goes: ``$CARSEG_ROOT`` if set, else the checkout holding this package
-    (the folder with ``conf/``), else the current folder."""
-    if os.environ.get("CARSEG_ROOT"):
-        return Path(os.environ["CARSEG_ROOT"])
-    checkout = Path(__file__).resolve().parents[3]
-    return checkout if (checkout / "conf").is_dir() else Path.cwd()
 
+def check_renamed(argv: list[str]) -> None:
+    """Refuse an override of a key that moved, naming its new spelling.
 
-# conf/paths/default.yaml: root_dir: ${carseg_root:}
-if not OmegaConf.has_resolver("carseg_root"):
-    OmegaConf.register_new_resolver("carseg_root", lambda: str(project_root()))
+    Raises:
+        ConfigError: ``model.lr=1e-3`` and the like.
+    """
+    for arg in argv:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        if sep and key in RENAMED:
+            new = RENAMED[key]
+            example = f" ({arg} -> {new}={value})" if " " not in new else ""
+            raise ConfigError(f"{key} is now {new}{example}")
 
 
 def run(main: Callable[[], object]) -> None:
@@ -44,14 +59,16 @@ def run(main: Callable[[], object]) -> None:
 
     Hydra prints its own one-line message for those, without a traceback.
     """
-    from carseg.runs.run_folder import job_started, reset_job_started
-
+    try:
+        check_renamed(sys.argv[1:])
+    except ConfigError as err:
+        exit_user_error(err)
     reset_job_started()  # (an earlier run in this process may have set it)
     try:
         main()
     except SystemExit as exit_:
         if exit_.code == 1 and not job_started():  # the config did not compose
-            raise SystemExit(2) from None
+            raise SystemExit(USER_ERROR) from None
         raise
 
 
@@ -72,23 +89,14 @@ def user_errors_exit(run_dir: str | Path | None = None) -> Iterator[None]:
         cause = err if isinstance(err, CarsegError) else err.__cause__
         if not isinstance(cause, CarsegError):
             raise
-        print(f"error: {cause}", file=sys.stderr)
         if run_dir is not None:
             _discard_if_empty(Path(run_dir))
-        raise SystemExit(2) from None
+        exit_user_error(cause)
 
 
 def _discard_if_empty(run_dir: Path) -> None:
-    from carseg.runs.run_folder import made_by_this_run
-
     if not made_by_this_run(run_dir) or not run_dir.is_dir():
         return
     kept = [p for p in run_dir.iterdir() if p.name != ".hydra" and p.suffix != ".log"]
     if not kept:
         shutil.rmtree(run_dir, ignore_errors=True)
-
-
-def require(cfg, key: str, what: str) -> None:
-    """Stop with a message naming ``key`` when the config leaves it empty."""
-    if cfg.get(key) in (None, ""):
-        raise ConfigError(f"{key} is required: {what}")

@@ -18,8 +18,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, read_write
 
-from carseg.runs.entrypoint import user_errors_exit
-from carseg.utils.errors import ConfigError
+from carseg.utils.errors import ConfigError, exit_user_error
 from carseg.utils.processes import is_first_process, started_by_launcher
 
 # What a finished or running run leaves in its folder.
@@ -49,7 +48,7 @@ def earlier_run(folder: Path) -> list[str]:
     return [name for name in markers if (folder / name).exists()]
 
 
-def check_run_folder(folder: Path, ckpt_path: Any = None, overwrite: bool = False) -> None:
+def check_run_folder(folder: Path, *, ckpt_path: Any, overwrite: bool) -> None:
     """Refuse ``folder`` if an earlier run used it, unless this run continues that one.
 
     Raises:
@@ -64,7 +63,7 @@ def check_run_folder(folder: Path, ckpt_path: Any = None, overwrite: bool = Fals
         return
     if overwrite:
         return
-    from carseg.training.checkpoint_io import newest_in_run, requeued
+    from carseg.training.resume import newest_in_run, requeued
 
     if requeued() and newest_in_run(folder) is not None:
         return  # the same job, run again by SLURM: it resumes in its folder
@@ -119,20 +118,23 @@ class RunFolderGuard(Callback):
                 with read_write(config.hydra.run):
                     config.hydra.run.dir = str(claimed)
             return
-        with user_errors_exit():
+        try:
             check_run_folder(
                 folder,
                 ckpt_path=config.get("ckpt_path"),
                 overwrite=bool(config.get("overwrite") or config.get("resume")),
             )
+        except ConfigError as err:
+            exit_user_error(err)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = Path(config.hydra.sweep.dir)
         jobs = [p for p in sweep.iterdir() if (p / ".hydra").is_dir()] if sweep.is_dir() else []
         if jobs:
-            with user_errors_exit():
-                raise ConfigError(
+            exit_user_error(
+                ConfigError(
                     f"The sweep folder {sweep} already holds {len(jobs)} job(s) of an earlier "
                     "sweep: this one would overwrite them. Leave hydra.sweep.dir out for a new "
                     "folder, or give another one"
                 )
+            )

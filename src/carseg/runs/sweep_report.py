@@ -3,7 +3,7 @@
 A multirun writes one folder per job::
 
     <sweep>/<job number>/.hydra/overrides.yaml   what the sweeper set for that job
-    <sweep>/<job number>/summary.json            written by carseg.training.callbacks.RunSummary at fit end
+    <sweep>/<job number>/summary.json            carseg.training.callbacks.RunSummary, at fit end
     <sweep>/optimization_results.yaml            Optuna's best parameters (Optuna sweeps only)
 
 ``report`` reads them all, and writes ``sweep_report.csv`` and ``sweep_report.png`` into the sweep

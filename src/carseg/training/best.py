@@ -15,7 +15,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from carseg.training.checkpoint_io import checkpoint_epoch
+from carseg.training.checkpoint_reader import checkpoint_epoch
 from carseg.utils.checks import check_choice
 
 MODES = ("max", "min")

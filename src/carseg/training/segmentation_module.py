@@ -1,33 +1,37 @@
-"""The LightningModule: U-Net, loss, Adam, and the Carvana Dice, logged for TensorBoard.
+"""The LightningModule: a network, its loss, optimiser and schedule, and the Carvana Dice, logged
+for TensorBoard.
 
-Every argument is a plain number or string and is saved with ``save_hyperparameters()``, so a
-checkpoint alone rebuilds the model (``SegmentationModule.load_from_checkpoint(path)``) and loads
-with ``torch.load(weights_only=True)``. The arguments are ``conf/model/unet.yaml``'s keys, where
-their defaults live.
+The network, optimiser, schedule and loss are config nodes (``conf/model/net``, ``optimizer``,
+``scheduler``, ``loss``) saved with ``save_hyperparameters()`` as plain values, so a checkpoint
+alone rebuilds the model (``carseg.inference.loading.load_model``) and loads with
+``torch.load(weights_only=True)``. Their ``_target_`` is looked up in carseg's registries
+(``carseg.models.registry``), never imported from a checkpoint.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from omegaconf import DictConfig, OmegaConf
 
-from carseg.utils.checks import (
-    check_choice,
-    check_int,
-    check_non_negative,
-    check_positive,
-    check_threshold,
-)
-from carseg.utils.errors import TrainingDivergedError, first_line
-from carseg.models.losses import SegmentationLoss
 from carseg.models.metrics import carvana_dice
-from carseg.models.unet import UNet
+from carseg.models.registry import LOSSES, NETS
+from carseg.training.checkpoint_reader import RECORD_KEY, CheckpointRecord
+from carseg.training.optim import (
+    build_optimizer,
+    build_scheduler,
+    check_optimizer,
+    check_scheduler,
+)
+from carseg.utils.checks import check_choice, check_threshold
+from carseg.utils.errors import ConfigError, TrainingDivergedError, first_line
 
 log = logging.getLogger(__name__)
 
-SCHEDULERS = ("none", "cosine", "plateau")
 SWITCH = (True, False, "auto")
 # channels_last: auto turns it on where ``make bench`` measured it faster: CUDA (tensor cores
 # want NHWC: 2x on an H200) and the CPU (see CPU_CHANNELS_LAST).
@@ -41,21 +45,33 @@ def channels_last_on(setting: bool | str, device: torch.device) -> bool:
     return bool(setting)
 
 
+def plain(node: Any, key: str) -> dict[str, Any]:
+    """A config node as a plain dict (what a checkpoint can hold).
+
+    Raises:
+        ConfigError: not a node: an old spelling such as ``model.loss=bce_dice``.
+    """
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)
+    if node is None:
+        return {}
+    if not isinstance(node, Mapping):
+        group = key.replace(".", "/")
+        raise ConfigError(
+            f"{key}={node!r}: {key} is a config group now, chosen with {group}=<name> "
+            f"(e.g. {group}={node}), its options set with {key}.<option>=..."
+        )
+    return dict(node)
+
+
 class SegmentationModule(pl.LightningModule):
-    """Binary car segmentation with a U-Net returning one logit per pixel.
+    """Binary car segmentation with a network returning one logit per pixel.
 
     Args:
-        in_channels: image channels.
-        base_width: U-Net channels at the first level (64 in the paper).
-        depth: U-Net poolings.
-        bilinear: bilinear upsampling (True) or transposed convolutions (False).
-        batch_norm: BatchNorm after each convolution.
-        loss: ``"bce"``, ``"bce_dice"`` or ``"bce_logdice"`` (see ``carseg.models.losses``).
-        dice_weight: weight of the Dice term in the combined losses.
-        lr: Adam's learning rate.
-        weight_decay: Adam's L2 penalty.
-        scheduler: ``"none"``, ``"cosine"`` (to zero over ``max_epochs``) or ``"plateau"`` (halve
-            the rate when ``val/dice`` stalls for 2 epochs).
+        net: the network's node (``conf/model/net/``): ``_target_`` and its arguments.
+        optimizer: the optimiser's node (``conf/model/optimizer/``).
+        scheduler: the schedule's node (``conf/model/scheduler/``); empty: a constant rate.
+        loss: the loss's node (``conf/model/loss/``).
         threshold: probability above which a pixel is car, for the Dice metric.
         channels_last: keep weights and activations in NHWC memory layout: true, false, or
             ``"auto"`` (on where it is faster, see ``channels_last_on``). Results are the same.
@@ -69,32 +85,34 @@ class SegmentationModule(pl.LightningModule):
     def __init__(
         self,
         *,
-        in_channels: int,
-        base_width: int,
-        depth: int,
-        bilinear: bool,
-        batch_norm: bool,
-        loss: str,
-        dice_weight: float,
-        lr: float,
-        weight_decay: float,
-        scheduler: str,
+        net: Mapping[str, Any],
+        optimizer: Mapping[str, Any],
+        scheduler: Mapping[str, Any] | None,
+        loss: Mapping[str, Any],
         threshold: float,
         channels_last: bool | str,
         compile: bool,
     ) -> None:
         super().__init__()
-        check_int("model.in_channels", in_channels, 1)
-        check_int("model.base_width", base_width, 1)
-        check_int("model.depth", depth, 1)
-        check_positive("model.lr", lr)
-        check_non_negative("model.weight_decay", weight_decay)
-        check_choice("model.scheduler", scheduler, SCHEDULERS)
+        net, optimizer = plain(net, "model.net"), plain(optimizer, "model.optimizer")
+        scheduler, loss = plain(scheduler, "model.scheduler"), plain(loss, "model.loss")
         check_threshold("model.threshold", threshold)
         check_choice("model.channels_last", channels_last, SWITCH)
-        self.save_hyperparameters()
-        self.net = UNet(in_channels, 1, base_width, depth, bilinear, batch_norm)
-        self.criterion = SegmentationLoss(loss, dice_weight)
+        check_optimizer(optimizer)
+        check_scheduler(scheduler)
+        self.save_hyperparameters(
+            {
+                "net": net,
+                "optimizer": optimizer,
+                "scheduler": scheduler,
+                "loss": loss,
+                "threshold": threshold,
+                "channels_last": channels_last,
+                "compile": compile,
+            }
+        )
+        self.net = NETS.build(net)
+        self.criterion = LOSSES.build(loss)
         self.val_dice = carvana_dice()
         self._channels_last = False  # resolved for the device in setup() / place_on()
         self._compiled: torch.nn.Module | None = None  # set in setup() when compiling
@@ -166,13 +184,16 @@ class SegmentationModule(pl.LightningModule):
             else f"Another process's training loss became non-finite at epoch {self.current_epoch}"
         )
         raise TrainingDivergedError(
-            f"{what} (global step {self.global_step}). Lower model.lr, or check the data for "
-            "broken images"
+            f"{what} (global step {self.global_step}). Lower model.optimizer.lr, or check the "
+            "data for broken images"
         )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Plain weights in the usual (NCHW) layout, whatever layout training used."""
+        """Plain weights in the usual (NCHW) layout, whatever layout training used, and what
+        inference needs under carseg's own key (``CheckpointRecord``)."""
         checkpoint["state_dict"] = {k: v.contiguous() for k, v in checkpoint["state_dict"].items()}
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        checkpoint[RECORD_KEY] = CheckpointRecord.of(self, datamodule).to_dict()
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, masks = batch
@@ -194,23 +215,7 @@ class SegmentationModule(pl.LightningModule):
         # On CUDA one fused kernel updates every parameter (Lightning has moved the model there);
         # Lightning's mixed precision cannot clip a fused optimiser's gradients, so not then.
         clipping = self._trainer is not None and self.trainer.gradient_clip_val
-        optimizer = torch.optim.Adam(
-            self.parameters(),
-            lr=self.hparams.lr,
-            weight_decay=self.hparams.weight_decay,
-            fused=True if self.device.type == "cuda" and not clipping else None,
-        )
-        if self.hparams.scheduler == "cosine":
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-                optimizer, T_max=max(1, self.trainer.max_epochs or 1)
-            )
-            return {"optimizer": optimizer, "lr_scheduler": scheduler}
-        if self.hparams.scheduler == "plateau":
-            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                optimizer, mode="max", factor=0.5, patience=2
-            )
-            return {
-                "optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "monitor": "val/dice"},
-            }
-        return optimizer
+        fused = self.device.type == "cuda" and not clipping
+        optimizer = build_optimizer(self.hparams.optimizer, self.parameters(), fused=fused)
+        schedule = build_scheduler(self.hparams.scheduler, optimizer, self.trainer)
+        return optimizer if schedule is None else {"optimizer": optimizer, "lr_scheduler": schedule}

@@ -112,3 +112,11 @@ def check_device(key: str, device: Any) -> str:
     elif parsed.type not in ("cpu", "cuda", "mps"):
         raise ConfigError(f"{key}={device!r}: give cpu, cuda, cuda:<index> or mps")
     return str(parsed)
+
+
+def check_required(cfg: Any, key: str, what: str) -> Any:
+    """``cfg[key]``, unless the config leaves it empty: then stop with a message naming ``key``."""
+    value = cfg.get(key)
+    if value in (None, ""):
+        raise ConfigError(f"{key} is required: {what}")
+    return value

@@ -3,7 +3,8 @@
 The scheme: the prediction is tinted ``PREDICTION`` (magenta), the true mask is outlined in
 ``TRUTH`` (green). In an error map, car that only the prediction has (false car) is ``PREDICTION``,
 car that only the truth has (missed car) is ``TRUTH``, and car both agree on is grey. Change a
-colour here and every picture follows. numpy and Pillow only.
+colour here and every picture follows. numpy and Pillow only: training's TensorBoard grid and
+inference's pictures both draw here.
 """
 
 from __future__ import annotations
@@ -12,28 +13,13 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 from PIL import Image
-
-from carseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 PREDICTION = (255, 0, 255)  # magenta: the predicted car, and false car in error maps
 TRUTH = (0, 255, 0)  # green: the true mask's outline, and missed car in error maps
 AGREEMENT = (170, 170, 170)  # grey: car in both, in error maps
 ALPHA = 0.45  # opacity of the prediction's tint
 ERROR_LEGEND = "magenta: false car, green: missed car, grey: both"
-
-
-def denormalize(
-    image: torch.Tensor,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-) -> np.ndarray:
-    """A normalised image ``(3, H, W)`` back to ``uint8`` RGB ``(H, W, 3)``."""
-    m = torch.as_tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-    s = torch.as_tensor(std, dtype=torch.float32).view(-1, 1, 1)
-    rgb = (image.detach().float().cpu() * s + m).clamp(0, 1)
-    return (rgb.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
 def mask_contour(mask: np.ndarray, width: int = 1) -> np.ndarray:

@@ -1,10 +1,15 @@
-"""Errors a user can fix by changing a command, a config or a folder.
+"""Errors a user can fix by changing a command, a config or a folder, and how they end a command.
 
-The entry points print these as one message, without a traceback; anything else is a bug and keeps
-its traceback.
+The entry points print these as one message, without a traceback, and exit with status 2
+(``exit_user_error``); anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
+USER_ERROR = 2  # the exit status of a command refused for a user's mistake
 
 
 def first_line(err: BaseException) -> str:
@@ -12,6 +17,12 @@ def first_line(err: BaseException) -> str:
     messages run on for screens, ours quote only what says what went wrong."""
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+def exit_user_error(err: BaseException) -> NoReturn:
+    """Print ``error: <message>`` on stderr and exit with ``USER_ERROR``."""
+    print(f"error: {err}", file=sys.stderr)
+    raise SystemExit(USER_ERROR) from None
 
 
 class CarsegError(Exception):
@@ -32,6 +43,10 @@ class DataNotFoundError(CarsegError, FileNotFoundError):
 
 class TrainingDivergedError(CarsegError, ArithmeticError):
     """The training loss became NaN or infinite."""
+
+
+class DiskFullError(CarsegError, OSError):
+    """A file could not be written: no space left on the device."""
 
 
 class UnreadableFileError(DataError):

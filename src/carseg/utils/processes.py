@@ -1,8 +1,11 @@
-"""Which process this is, when a launcher started several (Lightning's DDP, torchrun, SLURM)."""
+"""Which process this is, when a launcher started several (Lightning's DDP, torchrun, SLURM), and
+how many loader workers it gets."""
 
 from __future__ import annotations
 
 import os
+
+from carseg.utils.checks import check_int
 
 
 def launched_rank() -> int | None:
@@ -27,3 +30,21 @@ def started_by_launcher() -> bool:
     world = os.environ.get("WORLD_SIZE", "1")
     tasks = os.environ.get("SLURM_NTASKS", "1")
     return (world.isdigit() and int(world) > 1) or (tasks.isdigit() and int(tasks) > 1)
+
+
+def loader_workers(num_workers: int | str, processes: int = 1, key: str = "num_workers") -> int:
+    """Loader workers per process: ``"auto"`` is the CPU cores this process may use, shared by
+    ``processes`` (DDP ranks on the machine), less one for the process itself.
+
+    Raises:
+        ConfigError: neither ``"auto"`` nor an integer >= 0.
+    """
+    if num_workers == "auto":
+        return max(0, usable_cores() // max(1, processes) - 1)
+    return check_int(key, num_workers, 0, hint="or auto")
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the system has one)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return cores or 1

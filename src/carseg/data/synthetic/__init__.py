@@ -2,7 +2,7 @@
 
     train/<car>_<view>.jpg              RGB JPEG; car = 12 lowercase hex digits, view = 01..16
     train_masks/<car>_<view>_mask.gif   palette GIF of the same size, pixel values {0, 1}
-    train_masks.csv                     img,rle_mask (``carseg.data.rle``), one row per image, sorted
+    train_masks.csv                     img,rle_mask (``carseg.data.rle``), a row per image, sorted
     metadata.csv                        id,year,make,model,color (invented), one row per car
     generator.json                      the generation parameters; written last
 

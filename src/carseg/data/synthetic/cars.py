@@ -1,8 +1,8 @@
 """The synthetic cars: their random specification and their 3-D shape as convex parts.
 
 Each car is a small 3-D model (chamfered lower body, cabin frustum with inset windows, wheels,
-mirrors) in the car frame (x forward, y left, z up, metres); ``carseg.data.synthetic.render`` turns it
-on the turntable and draws it.
+mirrors) in the car frame (x forward, y left, z up, metres); ``carseg.data.synthetic.render``
+turns it on the turntable and draws it.
 """
 
 from __future__ import annotations

@@ -16,20 +16,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from carseg.utils.atomic import atomic_dir
 from carseg.data.image_io import save_mask
 from carseg.data.rle import rle_encode, write_rle_csv
 from carseg.data.synthetic.cars import N_VIEWS, sample_car
 from carseg.data.synthetic.render import MIN_SIZE, render_view
+from carseg.utils.atomic import atomic_dir
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1  # bump when the rendering changes: a set made by another version is refused
 
 
-def generate_dataset(
-    root: str | Path, n_cars: int = 20, height: int = 320, width: int = 480, seed: int = 0
-) -> Path:
+def generate_dataset(root: str | Path, *, n_cars: int, height: int, width: int, seed: int) -> Path:
     """Write a fresh set of ``n_cars`` x 16 views into ``root`` (absent or empty); return it.
 
     The set is written into the sibling folder ``.{root.name}.tmp-<random>`` and moved into place
@@ -55,9 +53,7 @@ def generate_dataset(
     return root
 
 
-def ensure_dataset(
-    root: str | Path, n_cars: int = 20, height: int = 320, width: int = 480, seed: int = 0
-) -> Path:
+def ensure_dataset(root: str | Path, *, n_cars: int, height: int, width: int, seed: int) -> Path:
     """Reuse the set at ``root`` if it was generated with these parameters, else generate it.
 
     ``root`` is generated if it does not exist or is an empty folder; nothing is ever
@@ -71,7 +67,7 @@ def ensure_dataset(
     params = _params(n_cars, height, width, seed)
     root = Path(root)
     if not root.exists() or (root.is_dir() and not any(root.iterdir())):
-        return generate_dataset(root, n_cars, height, width, seed)
+        return generate_dataset(root, n_cars=n_cars, height=height, width=width, seed=seed)
     marker = root / "generator.json"
     if not marker.is_file():
         names = sorted(p.name for p in root.iterdir())[:5] if root.is_dir() else []

@@ -14,6 +14,8 @@ from carseg.training.callbacks.tensorboard import log_step, tensorboard_loggers
 
 def _flatten(prefix: str, params: Mapping[str, Any], out: dict[str, Any]) -> dict[str, Any]:
     for key, value in params.items():
+        if str(key) in ("_partial_", "_recursive_", "_convert_"):
+            continue  # how Hydra builds a node, not a setting
         name = f"{prefix}.{key}" if prefix else str(key)
         if isinstance(value, Mapping):
             _flatten(name, value, out)

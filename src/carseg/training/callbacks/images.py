@@ -9,8 +9,9 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from carseg.utils import drawing
+from carseg.data.transforms import denormalize
 from carseg.training.callbacks.tensorboard import log_step, tensorboard_loggers
+from carseg.utils import drawing
 from carseg.utils.checks import check_int
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ class ValidationImageLogger(pl.Callback):
         contour = max(1, round(height / 80))  # 2 pixels at the default 160
         panels = []
         for image, mask, pred in zip(self._images, self._masks, preds, strict=True):
-            rgb = drawing.resize(drawing.denormalize(image), height, width, nearest=False)
+            rgb = drawing.resize(denormalize(image), height, width, nearest=False)
             truth = drawing.resize(
                 (mask[0] > 0.5).numpy().astype(np.uint8), height, width, nearest=True
             )

@@ -18,8 +18,8 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from carseg.utils.atomic import write_json
 from carseg.training.best import BestTracker, best_of
+from carseg.utils.atomic import write_json
 
 log = logging.getLogger(__name__)
 

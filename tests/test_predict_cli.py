@@ -1,26 +1,29 @@
-"""Prediction through Lightning's predict loop: split across processes, merged into one checked
-submission.csv, and resumed where a killed run stopped."""
+"""src/predict.py: prediction through Lightning's predict loop, split across processes, merged
+into one checked submission.csv, and resumed where a killed run stopped."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from PIL import Image
 
-from carseg.utils.errors import DataError
-from carseg.inference.predict_loop import Outputs, merge
+from carseg.data.image_io import read_image
 from carseg.data.split import SplitRecord
 from carseg.data.synthetic import generate_dataset
-from helpers import build_model, run_entry, run_script
+from carseg.inference.loading import load_model
+from helpers import build_model, predictor, run_entry, run_script
 
 
 @pytest.fixture(scope="module")
 def setting(tmp_path_factory) -> tuple[Path, Path, Path]:
     """(project root, a checkpoint trained at 32x48, a folder of 32 photos at 64x96)."""
     root = tmp_path_factory.mktemp("predict")
-    photos = generate_dataset(root / "set", n_cars=2, height=64, width=96) / "train"
+    photos = generate_dataset(root / "set", n_cars=2, height=64, width=96, seed=0) / "train"
     torch.manual_seed(0)
     module = build_model(base_width=4, depth=2)
     trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
@@ -28,8 +31,8 @@ def setting(tmp_path_factory) -> tuple[Path, Path, Path]:
     ckpt = root / "model.ckpt"
     trainer.save_checkpoint(ckpt)
     raw = torch.load(ckpt, weights_only=True)
-    raw["datamodule_hyper_parameters"] = {"size": [32, 48]}
-    raw["CarvanaDataModule"] = {"split": SplitRecord("/d", 0.5, 1, ["a"], ["b"]).to_dict()}
+    raw["carseg"]["size"] = [32, 48]
+    raw["carseg"]["split"] = SplitRecord("/d", 0.5, 1, ["a"], ["b"]).to_dict()
     torch.save(raw, ckpt)
     return root, ckpt, photos
 
@@ -89,18 +92,6 @@ def test_a_killed_prediction_resumes_where_it_stopped(setting, tmp_path):
     assert _files(out / "masks") == _files(tmp_path / "full" / "masks")
 
 
-def test_the_merge_refuses_a_prediction_with_inputs_missing(tmp_path):
-    outputs = Outputs(tmp_path)
-    (tmp_path / "rows-rank0.csv").write_text("a.jpg,1 2\n")
-    (tmp_path / "rows-rank1.csv").write_text("c.jpg,3 4\n")
-    with pytest.raises(DataError, match="1 input\\(s\\) without a row \\(b.jpg\\)"):
-        merge(outputs, ["a.jpg", "b.jpg", "c.jpg"])
-    (tmp_path / "failed-rank1.csv").write_text("b.jpg,not a readable image\n")
-    merged = merge(outputs, ["a.jpg", "b.jpg", "c.jpg"])
-    assert merged.written == 2 and merged.failed == {"b.jpg": "not a readable image"}
-    assert (tmp_path / "submission.csv").read_text() == "img,rle_mask\na.jpg,1 2\nc.jpg,3 4\n"
-
-
 def test_a_resume_with_other_settings_is_refused(setting, tmp_path):
     root, ckpt, photos = setting
     out = tmp_path / "pred"
@@ -131,3 +122,41 @@ def test_a_resume_that_reads_every_input_leaves_no_stale_failure_list(setting, t
     assert again.returncode == 0, again.stderr[-2000:]
     assert not (out / "failed.csv").exists()
     assert len((out / "submission.csv").read_text().splitlines()) == 4
+
+
+@pytest.mark.slow
+def test_predict_tta_and_refusing_to_overwrite(trained, tmp_path):
+    root, ckpt, data = trained
+    image = data / "train" / sorted(os.listdir(data / "train"))[0]
+    out = tmp_path / "pred"
+    plain = run_script(root, "predict", f"ckpt_path={ckpt}", f"input={image}", f"output_dir={out}")
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    first = (out / "submission.csv").read_text()
+    again = run_script(
+        root, "predict", f"ckpt_path={ckpt}", f"input={image}", f"output_dir={out}", "tta=true"
+    )
+    assert again.returncode == 2 and "overwrite=true" in again.stderr
+    assert (out / "submission.csv").read_text() == first  # nothing was replaced
+    # TTA writes the mean of the image's and its mirror's probabilities, thresholded. At the
+    # median of that mean half the pixels are car, so a plain prediction would differ.
+    model, record = load_model(ckpt)
+    rgb = read_image(image)[0]
+    plain_prob = predictor(model, record.size).probabilities([rgb])[0]
+    mirror = predictor(model, record.size).probabilities([rgb[:, ::-1].copy()])[0]
+    mean = (plain_prob + mirror[:, ::-1]) / 2
+    threshold = float(np.median(mean))
+    tta = run_script(
+        root,
+        "predict",
+        f"ckpt_path={ckpt}",
+        f"input={image}",
+        f"output_dir={out}",
+        "tta=true",
+        "overwrite=true",
+        f"threshold={threshold!r}",
+    )
+    assert tta.returncode == 0, tta.stderr[-3000:]
+    written = np.asarray(Image.open(out / "masks" / f"{image.stem}_mask.png"))
+    # (the two paths round differently by up to 1e-7: a pixel that close to the threshold may flip)
+    assert (written != (mean > threshold)).sum() <= 3
+    assert (written != (plain_prob > threshold)).sum() > 100

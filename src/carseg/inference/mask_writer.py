@@ -1,19 +1,14 @@
-"""Prediction at Kaggle's scale through Lightning's predict loop: any number of GPUs and machines.
+"""What predict writes, process by process: masks, overlays and Kaggle RLE rows, merged at the end.
 
-``Trainer.predict`` splits the inputs across processes (``trainer.devices``, ``trainer.num_nodes``;
-each input to exactly one). Loader workers decode and resize the images; the model predicts on
-its device, where the probabilities are resized back to each photo's size and thresholded. A
-``MaskWriter`` in every process writes its masks, and its Kaggle RLE rows to a file of its own,
+A ``MaskWriter`` in every process writes its masks, and its Kaggle RLE rows to a file of its own,
 row by row, each after its mask; at the end the first process merges them into one
-``submission.csv``, sorted, and checks that every input is in it exactly once.
-
-A run that is killed keeps what it wrote: the same command with ``resume=true`` predicts only the
-inputs without a row, then merges all rows.
+``submission.csv``, sorted, and checks that every input is in it exactly once. A run that is
+killed keeps what it wrote: the same command with ``resume=true`` predicts only the inputs without
+a row (``plan``), then merges all rows.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from collections.abc import Sequence
@@ -22,18 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from PIL import Image
 from pytorch_lightning.callbacks import BasePredictionWriter
-from torch.utils.data import Dataset
 
+from carseg.data.image_io import read_image, save_mask
+from carseg.data.rle import rle_encode
+from carseg.inference.rows import append_row, csv_line, end_line, read_rows
 from carseg.utils import drawing
 from carseg.utils.atomic import atomic_file, write_json, write_text
-from carseg.utils.errors import ConfigError, DataError, UnreadableFileError
-from carseg.data.image_io import read_image, save_mask
-from carseg.inference.predictor import ModelInput, Predictor, at_size
+from carseg.utils.errors import ConfigError, DataError
 from carseg.utils.processes import is_first_process
-from carseg.data.rle import rle_encode
 
 log = logging.getLogger(__name__)
 
@@ -90,82 +83,12 @@ def check_unique_names(paths: Sequence[Path]) -> None:
         )
 
 
-class PredictionSet(Dataset):
-    """The inputs, read and prepared for the model in the loader workers.
-
-    Items are dicts: ``name``, ``size`` (the photo's height and width) and ``image`` (the model's
-    input), or ``name`` and ``error`` for an input that cannot be read.
-    """
-
-    def __init__(self, paths: Sequence[Path], prepare: ModelInput) -> None:
-        self.paths = list(paths)
-        self.prepare = prepare
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        path = self.paths[index]
-        try:
-            image, size = read_image(path)
-        except UnreadableFileError as err:
-            return {"name": path.name, "path": path, "error": err.reason}
-        return {"name": path.name, "path": path, "size": size, "image": self.prepare(image)}
-
-
-def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """A batch: the readable items' images stacked, the others listed as failures."""
-    good = [i for i in items if "error" not in i]
-    return {
-        "images": torch.stack([i["image"] for i in good]) if good else None,
-        "names": [i["name"] for i in good],
-        "paths": [i["path"] for i in good],
-        "sizes": [i["size"] for i in good],
-        "failed": [(i["name"], i["error"]) for i in items if "error" in i],
-    }
-
-
-class PredictionModule(pl.LightningModule):
-    """Masks at each photo's own size from a model (moved to the device by Lightning) or from any
-    ``forward`` (an ONNX model, run on the CPU).
-
-    Args:
-        predictor: the size, TTA and tiling to predict with; its ``forward`` is replaced by
-            ``model``'s when a model is given.
-        threshold: probability above which a pixel is car.
-        model: the trained ``SegmentationModule``, or None to use ``predictor.forward``.
-    """
-
-    def __init__(
-        self, predictor: Predictor, threshold: float, model: torch.nn.Module | None = None
-    ) -> None:
-        super().__init__()
-        self.model = model
-        self.predictor = predictor
-        self.threshold = threshold
-        if model is not None:
-            self.predictor.forward = lambda images: self.model(images).float()
-
-    def setup(self, stage: str) -> None:
-        if self.model is not None and hasattr(self.model, "place_on"):
-            self.model.place_on(self.trainer.strategy.root_device)
-
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        masks = []
-        if batch["images"] is not None:
-            probs = self.predictor.model_probabilities(batch["images"])
-            for prob, size in zip(probs, batch["sizes"], strict=True):
-                mask = at_size(prob.float(), size) > self.threshold
-                masks.append(mask.to(torch.uint8).cpu().numpy())
-        return {**batch, "masks": masks}
-
-
 @dataclass
 class Outputs:
     """Where a prediction run writes."""
 
     folder: Path
-    overlays: bool = False
+    overlays: bool
 
     @property
     def masks(self) -> Path:
@@ -201,7 +124,7 @@ class MaskWriter(BasePredictionWriter):
             (self.outputs.folder / "overlays").mkdir(exist_ok=True)
         rank = trainer.global_rank
         for path in (self.outputs.rows(rank), self.outputs.failures(rank)):
-            _end_line(path)  # a row a kill cut short stays a line of its own, left out
+            end_line(path)  # a row a kill cut short stays a line of its own, left out
 
     def write_on_batch_end(
         self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx
@@ -218,10 +141,10 @@ class MaskWriter(BasePredictionWriter):
                     self.outputs.folder / "overlays" / f"{path.stem}_overlay.jpg"
                 ) as t:
                     Image.fromarray(drawing.overlay(image, mask)).save(t, format="JPEG", quality=90)
-            _append(self.outputs.rows(rank), [name, rle_encode(mask)])  # after its mask
+            append_row(self.outputs.rows(rank), [name, rle_encode(mask)])  # after its mask
         for name, reason in prediction["failed"]:
             log.warning("Skipped %s: %s", name, reason)
-            _append(self.outputs.failures(rank), [name, reason])
+            append_row(self.outputs.failures(rank), [name, reason])
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         trainer.strategy.barrier("carseg-merge")  # every process has written its rows
@@ -229,49 +152,16 @@ class MaskWriter(BasePredictionWriter):
             self.result = merge(self.outputs, self.inputs)
 
 
-def _append(path: Path, row: list[str]) -> None:
-    """One CSV row, written whole in one call and flushed: a kill loses at most that row."""
-    line = _csv_line(row)
-    with path.open("a", newline="") as f:
-        f.write(line)
-        f.flush()
-
-
-def _end_line(path: Path) -> None:
-    """End the file's last line if a kill cut it short, so the next row starts a line."""
-    if path.is_file() and path.stat().st_size:
-        with path.open("rb+") as f:
-            f.seek(-1, 2)
-            if f.read(1) != b"\n":
-                f.write(b"\n")
-
-
-def _csv_line(row: Sequence[str]) -> str:
-    import io
-
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow(row)
-    return buffer.getvalue()
-
-
-def read_rows(outputs: Outputs, pattern: str = ROWS) -> dict[str, str]:
-    """The ``name -> value`` rows of every process's file (a row cut short by a kill is left
-    out: its input is predicted again)."""
-    rows: dict[str, str] = {}
-    for path in sorted(outputs.folder.glob(pattern)):
-        text = path.read_text()
-        complete = text if text.endswith("\n") else text[: text.rfind("\n") + 1]
-        for row in csv.reader(complete.splitlines()):
-            if len(row) == 2:
-                rows[row[0]] = row[1]
-    return rows
+def _rows(outputs: Outputs, pattern: str) -> dict[str, str]:
+    """The ``name -> value`` rows of every process's file of ``pattern``."""
+    return dict(read_rows(sorted(outputs.folder.glob(pattern)), width=2))
 
 
 def done_before(outputs: Outputs) -> dict[str, str]:
     """The inputs a killed run finished: a row, and the mask it was written after."""
     return {
         name: rle
-        for name, rle in read_rows(outputs).items()
+        for name, rle in _rows(outputs, ROWS).items()
         if (outputs.masks / mask_name(Path(name))).is_file()
     }
 
@@ -292,8 +182,8 @@ def merge(outputs: Outputs, inputs: Sequence[str]) -> Merged:
     Raises:
         DataError: an input with neither a row nor a failure, or a row of no input.
     """
-    rows = read_rows(outputs)
-    failed = {k: v for k, v in read_rows(outputs, FAILED).items() if k not in rows}
+    rows = _rows(outputs, ROWS)
+    failed = {k: v for k, v in _rows(outputs, FAILED).items() if k not in rows}
     expected = set(inputs)
     missing = sorted(expected - rows.keys() - failed.keys())
     extra = sorted(rows.keys() - expected)
@@ -308,11 +198,11 @@ def merge(outputs: Outputs, inputs: Sequence[str]) -> Merged:
             f"({', '.join(extra[:5])}): an earlier prediction of other images. Predict into "
             "another output_dir, or replace it with overwrite=true"
         )
-    lines = ["img,rle_mask\n", *(_csv_line([n, rows[n]]) for n in sorted(rows))]
+    lines = ["img,rle_mask\n", *(csv_line([n, rows[n]]) for n in sorted(rows))]
     write_text(outputs.submission, "".join(lines))
     if failed:
         write_text(
-            outputs.failed, "img,reason\n" + "".join(_csv_line(r) for r in sorted(failed.items()))
+            outputs.failed, "img,reason\n" + "".join(csv_line(r) for r in sorted(failed.items()))
         )
     else:
         outputs.failed.unlink(missing_ok=True)  # an earlier attempt's: those read this time
@@ -359,29 +249,3 @@ def plan(
         write_json(record, settings)
     todo = [p for p in paths if p.name not in done]
     return todo, MaskWriter(outputs, [p.name for p in paths])
-
-
-def run(
-    trainer: pl.Trainer,
-    module: PredictionModule,
-    todo: Sequence[Path],
-    writer: MaskWriter,
-    batch_size: int,
-    num_workers: int,
-) -> Merged | None:
-    """Predict ``todo`` with ``trainer`` (whose callbacks hold ``writer``) and merge.
-
-    Returns what was merged (on the first process; None on the others).
-    """
-    loader = torch.utils.data.DataLoader(
-        PredictionSet(todo, module.predictor.prepare),
-        batch_size=batch_size,
-        num_workers=num_workers,
-        collate_fn=collate,
-        pin_memory=torch.cuda.is_available(),
-    )
-    if todo:
-        trainer.predict(module, dataloaders=loader, return_predictions=False)
-    elif trainer.is_global_zero:
-        writer.result = merge(writer.outputs, writer.inputs)
-    return writer.result

@@ -1,0 +1,74 @@
+"""Predict masks for new images: the library behind ``src/predict.py``.
+
+Masks at each image's original size, optional overlays, and Kaggle's ``submission.csv``, from a
+checkpoint, an ONNX model or an ensemble, on any number of devices through the predict loop
+(``carseg.inference.loop``); a killed run resumes (``carseg.inference.mask_writer``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from carseg.data.image_io import list_images
+from carseg.inference.loop import (
+    InferenceModule,
+    PredictionSet,
+    build_predictor,
+    inference_trainer,
+    inference_trainer_config,
+    run_loop,
+)
+from carseg.inference.mask_writer import (
+    Merged,
+    Outputs,
+    check_output_dir,
+    check_unique_names,
+    clear,
+    merge,
+    plan,
+)
+from carseg.utils.checks import check_required
+from carseg.utils.errors import ConfigError
+from carseg.utils.processes import is_first_process
+
+
+def predict(cfg: DictConfig) -> tuple[Merged | None, Outputs, int]:
+    """Predict the inputs of ``cfg`` (the composed ``conf/predict.yaml``).
+
+    Returns:
+        What was merged (None on every process but the first), where it was written, and the
+        number of inputs.
+
+    Raises:
+        ConfigError, DataError, DataNotFoundError: a bad option, model, input or output folder.
+    """
+    check_required(cfg, "input", "an image file or a folder of images, e.g. input=photos/")
+    if cfg.resume and cfg.overwrite:
+        raise ConfigError("resume=true and overwrite=true: choose one")
+    trainer_cfg = inference_trainer_config(cfg)
+    predictor, threshold, models = build_predictor(cfg)
+    paths = list_images(cfg.input)
+    check_unique_names(paths)
+    outputs = Outputs(Path(cfg.output_dir), overlays=cfg.overlays)
+    if is_first_process():  # the other processes follow the first's checks
+        check_output_dir(outputs.folder, Path(cfg.input), cfg.overwrite or cfg.resume)
+        if cfg.overwrite:
+            clear(outputs)
+    settings = {
+        "model": [str(m.path.resolve()) for m in models],
+        "threshold": threshold,
+        "size": [list(s) for s in predictor.sizes],
+        "tta": cfg.tta,
+        "tile": None if cfg.tile is None else list(cfg.tile),
+        "tile_overlap": cfg.tile_overlap,
+    }
+    todo, writer = plan(paths, outputs, cfg.resume, settings)
+    trainer = inference_trainer(trainer_cfg, writer, models)
+    if todo:
+        module = InferenceModule(predictor, threshold)
+        run_loop(trainer, module, PredictionSet(todo, predictor), cfg.batch_size, cfg.num_workers)
+    elif trainer.is_global_zero:
+        writer.result = merge(writer.outputs, writer.inputs)
+    return writer.result, outputs, len(paths)

@@ -1,0 +1,100 @@
+"""The Lightning Trainer from a ``trainer`` config group, for training and the predict loop alike.
+
+``resolve_trainer_config`` translates Lightning 1's ``gpus`` key and checks that the devices asked
+for exist; ``build_trainer`` makes the Trainer, turning Lightning's refusal of a value into a
+message naming the key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+
+from carseg.utils.checks import require_gpus
+from carseg.utils.errors import ConfigError, first_line
+from carseg.utils.processes import started_by_launcher
+
+
+def resolve_trainer_config(trainer: Mapping[str, Any], multirun: bool = False) -> dict[str, Any]:
+    """Translate the Lightning 1 ``gpus`` key and check that the devices asked for exist.
+
+    ``gpus=N`` (N >= 1) means ``accelerator="gpu", devices=N``; ``gpus=0`` means the CPU;
+    a list ``[0, 2]`` picks those GPUs. Lightning 2 removed the key; users still type it.
+
+    Raises:
+        ConfigError: GPUs asked for that this machine does not have, a malformed ``gpus``, or a
+            DDP strategy inside a Hydra multirun (the second process would re-run the sweep).
+    """
+    cfg = dict(trainer)
+    gpus = cfg.pop("gpus", None)
+    if gpus is not None:
+        if isinstance(gpus, bool) or not (
+            (isinstance(gpus, int) and gpus >= 0)
+            or (isinstance(gpus, list | tuple) and all(isinstance(g, int) for g in gpus))
+        ):
+            raise ConfigError(
+                f"trainer.gpus={gpus!r}: give a number of GPUs (trainer.gpus=1, or 0 for the CPU) "
+                "or a list of GPU indices (trainer.gpus=[0,1])"
+            )
+        if gpus == 0 or gpus == []:
+            cfg["accelerator"], cfg["devices"] = "cpu", 1
+        else:
+            cfg["accelerator"], cfg["devices"] = (
+                "gpu",
+                list(gpus) if isinstance(gpus, list | tuple) else gpus,
+            )
+
+    accelerator = str(cfg.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda"):
+        _check_gpus(cfg.get("devices", "auto"))
+    elif accelerator == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("trainer.accelerator=mps, but MPS (Apple GPU) is not available here")
+
+    if cfg.get("sync_batchnorm") and not (
+        accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    ):
+        raise ConfigError(
+            "trainer.sync_batchnorm=true needs CUDA GPUs (PyTorch's SyncBatchNorm); "
+            "set trainer.sync_batchnorm=false to train on the CPU"
+        )
+
+    strategy = str(cfg.get("strategy", "auto"))
+    relaunches = strategy.startswith("ddp") and not strategy.startswith("ddp_spawn")
+    # (a job whose processes the launcher started, one per device, relaunches nothing: SLURM)
+    if multirun and relaunches and not started_by_launcher():
+        raise ConfigError(
+            f"trainer.strategy={strategy} re-launches this script, which in a Hydra multirun (-m) "
+            "re-runs the whole sweep in every process. Use trainer.strategy=ddp_spawn in sweeps, "
+            "or run the DDP job on its own without -m."
+        )
+    return cfg
+
+
+def _check_gpus(devices: Any) -> None:
+    if isinstance(devices, list | tuple):
+        wanted = len(devices)
+    elif devices in ("auto", -1, "-1", None):
+        wanted = 1
+    else:
+        wanted = int(devices)
+    require_gpus(
+        wanted, "trainer.gpus / trainer.accelerator=gpu", "trainer=cpu (or trainer.gpus=0)"
+    )
+
+
+def build_trainer(trainer_cfg: Mapping[str, Any], **objects: Any) -> pl.Trainer:
+    """The Trainer of ``trainer_cfg`` (from ``resolve_trainer_config``) with ``objects``
+    (callbacks, loggers, plugins) passed along.
+
+    Raises:
+        ConfigError: Lightning refused one of the ``trainer.*`` values.
+    """
+    try:
+        return instantiate(trainer_cfg, **objects, _convert_="all")
+    except InstantiationException as err:
+        raise ConfigError(f"trainer: {first_line(err.__cause__ or err)}") from None

@@ -1,0 +1,42 @@
+"""src/export.py as a user runs it: ONNX and TorchScript files that compute what the checkpoint
+does, and ONNX predictions like the checkpoint's."""
+
+from __future__ import annotations
+
+import pytest
+
+from carseg.data.rle import read_rle_csv, rle_decode
+from helpers import run_script
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_matches_eager_and_onnx_predicts_like_the_checkpoint(trained, tmp_path, fmt):
+    root, ckpt, data = trained
+    out = tmp_path / f"model.{fmt}"
+    proc = run_script(root, "export", f"ckpt_path={ckpt}", f"format={fmt}", f"output={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    diff = float(proc.stdout.split("max |logits - eager logits| =")[1].split()[0])
+    assert diff < 1e-4
+    if fmt == "torchscript":  # (the check is the same for both formats)
+        refused = run_script(root, "export", f"ckpt_path={ckpt}", f"format={fmt}", f"output={out}")
+        assert refused.returncode == 2 and "overwrite=true" in refused.stderr
+        return
+    images = data / "train"
+    a, b = tmp_path / "from_ckpt", tmp_path / "from_onnx"
+    assert (
+        run_script(
+            root, "predict", f"ckpt_path={ckpt}", f"input={images}", f"output_dir={a}"
+        ).returncode
+        == 0
+    )
+    proc = run_script(root, "predict", f"onnx_path={out}", f"input={images}", f"output_dir={b}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    masks_a, masks_b = read_rle_csv(a / "submission.csv"), read_rle_csv(b / "submission.csv")
+    assert list(masks_a) == list(masks_b)
+    differing = sum(
+        int((rle_decode(masks_a[k], (64, 96)) != rle_decode(masks_b[k], (64, 96))).sum())
+        for k in masks_a
+    )
+    assert differing <= 0.0001 * 64 * 96 * len(masks_a)  # a pixel at exactly 0.5 may flip

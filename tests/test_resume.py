@@ -1,0 +1,175 @@
+"""carseg.training.resume: which checkpoint a run continues from, refused before Lightning starts
+when it is missing, foreign, booby-trapped, of another network or split, or has nothing left."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from carseg.training.checkpoint_reader import RECORD_KEY
+from carseg.training.resume import resolve_resume
+from carseg.training.train import train
+from carseg.utils.errors import ConfigError, DataError
+from helpers import REPO, TINY_TRAIN, compose_train, run_script
+
+
+def _saved(path: Path, epoch: int, processed: int | None, net: dict | None = None) -> Path:
+    """A checkpoint with carseg's record (of ``net``) and the loops' progress."""
+    record = {"format": 1, "model": {"net": net or {}}, "size": None, "threshold": 0.5}
+    raw = {"epoch": epoch, "hyper_parameters": {}, RECORD_KEY: {**record, "split": None}}
+    if processed is not None:
+        raw["loops"] = {"fit_loop": {"epoch_progress": {"current": {"processed": processed}}}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(raw, path)
+    return path
+
+
+def resolve_ckpt_path(ckpt_path, output_dir, runs_dir):
+    point = resolve_resume(ckpt_path, output_dir, runs_dir, model_hparams={}, max_epochs=None)
+    return None if point is None else point.path
+
+
+def test_resolve_last_finds_the_newest_run_and_refuses_nothing(tmp_path):
+    runs = tmp_path / "runs"
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        resolve_ckpt_path("last", tmp_path / "new", runs)
+    for name in ("2026-01-01_00-00-00", "2026-01-02_00-00-00"):
+        _saved(runs / name / "checkpoints" / "last.ckpt", epoch=0, processed=1)
+        time.sleep(0.01)
+    found = resolve_ckpt_path("last", tmp_path / "new", runs)
+    assert found == str(runs / "2026-01-02_00-00-00" / "checkpoints" / "last.ckpt")
+    # restarted in its own folder (hydra.run.dir=...): that folder's last.ckpt wins
+    own = runs / "2026-01-01_00-00-00"
+    assert resolve_ckpt_path("last", own, runs) == str(own / "checkpoints" / "last.ckpt")
+    assert resolve_ckpt_path(None, own, runs) is None
+
+
+class _Payload:
+    def __reduce__(self):
+        return (exec, ("import pathlib; pathlib.Path('PWNED').write_text('x')",))
+
+
+def test_resuming_from_a_booby_trapped_checkpoint_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.save({"epoch": 3, "payload": _Payload()}, tmp_path / "evil.ckpt")
+    with pytest.raises(DataError, match="refused"):
+        resolve_ckpt_path(str(tmp_path / "evil.ckpt"), tmp_path, tmp_path)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_a_plain_state_dict_or_another_projects_checkpoint_is_refused(tmp_path):
+    torch.save({"conv.weight": torch.zeros(2)}, tmp_path / "weights.pt")
+    with pytest.raises(DataError, match="not a carseg training checkpoint"):
+        resolve_ckpt_path(str(tmp_path / "weights.pt"), tmp_path, tmp_path)
+
+
+def test_a_checkpoint_of_another_network_is_refused_naming_what_differs(tmp_path):
+    net = {"_target_": "carseg.models.unet.UNet", "base_width": 8, "depth": 3}
+    path = _saved(tmp_path / "a.ckpt", epoch=0, processed=1, net=net)
+    wanted = {"net": {**net, "base_width": 16}}
+    with pytest.raises(ConfigError, match="model.net.base_width=8.*model.net.base_width=16"):
+        resolve_resume(str(path), tmp_path, tmp_path, wanted, max_epochs=None)
+    # how a net is first initialised is not its shape: another weights file resumes
+    again = {"net": {**net, "encoder_weights": "/elsewhere.pth"}}
+    assert resolve_resume(str(path), tmp_path, tmp_path, again, max_epochs=None) is not None
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_last_checkpoint_and_finishes_its_epochs(tmp_path):
+    settings = [
+        *TINY_TRAIN,
+        "data.synthetic.n_cars=4",
+        "data.size=[64,96]",
+        "trainer.max_epochs=5",
+        "callbacks.early_stopping=null",
+    ]
+    env = {**os.environ, "CARSEG_ROOT": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "src" / "train.py"), *settings],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    runs = tmp_path / "outputs" / "train" / "runs"
+    killed_at = None
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            lasts = list(runs.glob("*/checkpoints/last.ckpt"))
+            if lasts:
+                epoch = torch.load(lasts[0], weights_only=True)["epoch"]
+                if epoch >= 1:
+                    time.sleep(0.3)  # into the next epoch
+                    proc.send_signal(signal.SIGKILL)
+                    killed_at = epoch
+                    break
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None and killed_at is None:
+            proc.kill()
+        proc.wait(timeout=60)
+    assert killed_at is not None and proc.returncode == -signal.SIGKILL
+    (first_run,) = runs.iterdir()
+    saved = torch.load(first_run / "checkpoints" / "last.ckpt", weights_only=True)  # whole
+    assert saved["epoch"] >= killed_at
+
+    resumed = run_script(tmp_path, "train", *settings, "ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Resuming training from" in resumed.stdout + resumed.stderr
+    second_run = next(p for p in runs.iterdir() if p != first_run)
+    final = torch.load(second_run / "checkpoints" / "last.ckpt", weights_only=True)
+    steps_per_epoch = final["global_step"] // 5
+    assert final["epoch"] == 4 and final["global_step"] == 5 * steps_per_epoch
+    # it went on from the checkpoint: it validated only the epochs that were left
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(second_run / "tensorboard"))
+    events.Reload()
+    epochs_done_here = len(events.Scalars("val/dice"))
+    assert epochs_done_here == 5 - (saved["epoch"] + 1)
+
+
+def test_the_checkpoint_records_the_split_and_a_resume_with_another_one_is_refused(tmp_path):
+    train(compose_train(tmp_path, "trainer.max_epochs=1"))
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    record = torch.load(last, weights_only=True)[RECORD_KEY]["split"]
+    assert record["split_seed"] == 42 and record["val_cars"] and record["train_cars"]
+    assert not set(record["val_cars"]) & set(record["train_cars"])
+    again = compose_train(
+        tmp_path, "trainer.max_epochs=2", f"ckpt_path={last}", "data.val_fraction=0.5"
+    )
+    with pytest.raises(ConfigError, match="another split by car") as err:
+        train(again)
+    assert "data.split_seed=42" in str(err.value)
+
+
+def test_a_checkpoint_saved_inside_an_epoch_has_that_epoch_left_to_train(tmp_path):
+    """Lightning's SLURM checkpoint (and a max_time stop) is saved inside the epoch it names."""
+    inside = _saved(tmp_path / "hpc_ckpt_1.ckpt", epoch=29, processed=29)
+    assert resolve_resume(str(inside), tmp_path, tmp_path, {}, max_epochs=30).path == str(inside)
+    ended = _saved(tmp_path / "last.ckpt", epoch=29, processed=30)
+    with pytest.raises(ConfigError, match="already trained 30 epoch"):
+        resolve_resume(str(ended), tmp_path, tmp_path, {}, max_epochs=30)
+
+
+def test_a_requeued_job_goes_on_from_its_own_newest_checkpoint(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    older = _saved(tmp_path / "elsewhere" / "last.ckpt", epoch=0, processed=1)
+    last = _saved(run / "checkpoints" / "last.ckpt", epoch=3, processed=4)
+    time.sleep(0.01)
+    hpc = _saved(run / "hpc_ckpt_1.ckpt", epoch=4, processed=4)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "2")
+    # whatever the command names, the job's own newest checkpoint is where it stopped
+    assert resolve_resume(str(older), run, tmp_path, {}, max_epochs=10).path == str(hpc)
+    assert resolve_resume(None, run, tmp_path, {}, max_epochs=10).path == str(hpc)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    assert resolve_resume(None, run, tmp_path, {}, max_epochs=10) is None
+    assert resolve_resume("last", run, tmp_path, {}, max_epochs=10).path == str(last)
