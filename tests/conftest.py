@@ -48,7 +48,7 @@ def project_root(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """(project root, best checkpoint, data folder) of a tiny model trained by train.py."""
-    from helpers import TINY_TRAIN, run_script
+    from support.entry import TINY_TRAIN, run_script
 
     root = tmp_path_factory.mktemp("trained")
     proc = run_script(root, "train", *TINY_TRAIN, "trainer.max_epochs=3", "model.optimizer.lr=3e-3")

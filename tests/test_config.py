@@ -13,7 +13,8 @@ import pytest
 from omegaconf import OmegaConf
 
 import carseg
-from helpers import REPO, compose
+from support.configs import compose
+from support.entry import REPO
 
 CONF = REPO / "conf"
 SOURCES = "\n".join(p.read_text() for p in (REPO / "src").rglob("*.py"))  # paths.* keys

@@ -15,7 +15,17 @@ from carseg.data.dataset import CarvanaDataset
 from carseg.data.rle import read_rle_csv, rle_decode
 from carseg.data.split import split_by_car
 from carseg.inference.loading import load_model
-from helpers import TINY_TRAIN, run_script
+from support.entry import TINY_TRAIN, run_entry, run_script
+from support.refusals import (
+    Row,
+    assert_refused,
+    assert_refused_by_a_subprocess,
+    checkpoint,
+    data_folder,
+    empty_dir,
+    foreign_checkpoint,
+    not_a_checkpoint,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -151,3 +161,63 @@ def test_an_ensemble_of_one_model_twice_scores_what_the_model_does(trained):
     twice = _scores(root, f"ckpt_path=[{ckpt},{ckpt}]")
     assert twice["per_image"] == pytest.approx(alone["per_image"], abs=1e-9)
     assert twice["checkpoint"] == [str(ckpt), str(ckpt)]
+
+
+def test_a_model_trained_at_the_native_size_predicts_frames_unresized_end_to_end(
+    tiny_set, tmp_path
+):
+    """On the synthetic set: crops of frames at their own size (80x120), validated whole, then
+    eval.py at that size: the frames go to the model as they are."""
+    train = run_entry(
+        tmp_path, "train", "data=carvana", f"data.root={tiny_set}", "data.size=[80,120]",
+        "data.crop=[48,64]", "data.num_workers=0", "model=unet_small", "model.net.base_width=4",
+        "trainer.max_epochs=2", "logger=none",
+    )  # fmt: skip
+    assert train.returncode == 0, train.stderr[-3000:]
+    (ckpt,) = (tmp_path / "outputs" / "train" / "runs").glob("*/checkpoints/epoch_*.ckpt")
+    scored = run_entry(tmp_path, "eval", f"ckpt_path={ckpt}", "data=carvana",
+                       f"data.root={tiny_set}")  # fmt: skip
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    (run,) = (tmp_path / "outputs" / "eval" / "runs").iterdir()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["model_input_size"] == [80, 120] and metrics["n_images"] == 16
+
+
+# A user's mistake, one row each: one message, exit 2, nothing written (support.refusals).
+REFUSED = [
+    Row("eval without a checkpoint", "eval", lambda t: [], ["ckpt_path=<checkpoint>"]),
+    Row("device=cuda in eval, the old key", "eval",
+        lambda t: [f"ckpt_path={checkpoint(t)}", "device=cuda"],
+        ["device is now trainer.accelerator"]),
+    Row("trainer.gpus=1 in eval, no CUDA", "eval",
+        lambda t: [f"ckpt_path={checkpoint(t)}", "trainer.gpus=1"],
+        ["1 GPU(s) asked for", "has none", "trainer.gpus=0"]),
+    Row("eval threshold=0", "eval", lambda t: [f"ckpt_path={checkpoint(t)}", "threshold=0"],
+        ["threshold=0", "between 0 and 1"]),
+    Row("eval split=test", "eval", lambda t: [f"ckpt_path={checkpoint(t)}", "split=test"],
+        ["split='test'", "val, train, all"]),
+    Row("checkpoint that is not one", "eval", lambda t: [f"ckpt_path={not_a_checkpoint(t)}"],
+        ["notes.ckpt", "is not a PyTorch checkpoint"]),
+    Row("checkpoint of another model config", "eval",
+        lambda t: [f"ckpt_path={foreign_checkpoint(t)}"],
+        ["other.ckpt", "does not fit this version's SegmentationModule"]),
+    Row("eval on an empty data folder", "eval",
+        lambda t: [f"ckpt_path={checkpoint(t)}", "data=carvana", f"data.root={empty_dir(t)}"],
+        ["No image folder", "empty", "train_masks"]),
+    Row("eval of a folder without the checkpoint's validation cars", "eval",
+        lambda t: [f"ckpt_path={checkpoint(t)}", "data=carvana", f"data.root={data_folder(t)}"],
+        ["lacks 1 of the checkpoint's 1 val car(s)", "car2", "data.root"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("row", REFUSED, ids=lambda r: r.name)
+def test_a_mistake_gets_one_message_and_exit_2(row, tmp_path):
+    assert_refused(row, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "row", [r for r in REFUSED if r.name in ("eval split=test",)], ids=lambda r: r.name
+)
+def test_a_real_subprocess_agrees(row, tmp_path):
+    assert_refused_by_a_subprocess(row, tmp_path)

@@ -15,7 +15,8 @@ from carseg.data.split import SplitRecord, car_id
 from carseg.inference.evaluate import ScoreWriter, images_to_score
 from carseg.inference.loop import InferenceModule, ScoringSet, run_loop
 from carseg.utils.errors import ConfigError
-from helpers import predictor, quiet_trainer
+from support.configs import predictor
+from support.lightning import quiet_trainer
 
 IDS = [f"{car}_{view:02d}" for car in ("aaa", "bbb", "ccc", "ddd") for view in (1, 2)]
 RECORD = SplitRecord("/data", 0.25, 7, train_cars=["aaa", "bbb", "ccc"], val_cars=["ddd"])

@@ -9,7 +9,7 @@ import torch
 from carseg.inference.export import export, load_torchscript
 from carseg.inference.loading import OnnxNet, load_onnx, onnx_metadata
 from carseg.training.checkpoint_reader import CheckpointRecord
-from helpers import build_model
+from support.configs import build_model
 
 
 @pytest.fixture(scope="module")

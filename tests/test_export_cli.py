@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from carseg.data.rle import read_rle_csv, rle_decode
-from helpers import run_script
+from support.entry import run_script
+from support.refusals import Row, assert_refused
 
 pytestmark = pytest.mark.slow
 
@@ -40,3 +41,15 @@ def test_export_matches_eager_and_onnx_predicts_like_the_checkpoint(trained, tmp
         for k in masks_a
     )
     assert differing <= 0.0001 * 64 * 96 * len(masks_a)  # a pixel at exactly 0.5 may flip
+
+
+# A user's mistake, one row each: one message, exit 2, nothing written (support.refusals).
+REFUSED = [
+    Row("export in an unknown format", "export", lambda t: ["ckpt_path=x", "format=tflite"],
+        ["format='tflite'", "onnx"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("row", REFUSED, ids=lambda r: r.name)
+def test_a_mistake_gets_one_message_and_exit_2(row, tmp_path):
+    assert_refused(row, tmp_path)

@@ -3,6 +3,7 @@ ones the file shows, never a palette index taken for a colour or a 16-bit value 
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,8 +11,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
+from carseg.data.dataset import CarvanaDataset
 from carseg.data.image_io import read_header, read_image, read_mask, save_mask
 from carseg.utils.errors import CarsegError, UnreadableFileError
 
@@ -257,3 +261,84 @@ def test_an_image_past_the_pixel_limit_is_refused_unread(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 400 * 300 // 2)  # warned: refused too
     with pytest.raises(CarsegError, match="decompression-bomb limit"):
         read_image(path)
+
+
+@pytest.fixture
+def carvana(tiny_set, tmp_path) -> Path:
+    """A private copy of the tiny generated set (5 cars x 16 views, 80x120) to break."""
+    root = tmp_path / "carvana"
+    shutil.copytree(tiny_set, root)
+    return root
+
+
+def first(root: Path, n: int = 1) -> list[str]:
+    return sorted(p.stem for p in (root / "train").glob("*.jpg"))[:n]
+
+
+def _save_as(path: Path, array: np.ndarray, mode: str) -> None:
+    Image.fromarray(array).convert(mode).save(path)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "CMYK", "P"])
+def test_grey_rgba_cmyk_and_palette_images_are_converted_to_rgb(carvana, mode):
+    (image_id,) = first(carvana)
+    original = CarvanaDataset(carvana, image_dir="train").load_image(image_id)
+    suffix = ".jpg" if mode in ("L", "CMYK") else ".png"
+    (carvana / "train" / f"{image_id}.jpg").unlink()
+    _save_as(carvana / "train" / f"{image_id}{suffix}", original, mode)
+    ds = CarvanaDataset(carvana, image_dir="train")
+    assert not ds.problems()
+    image = ds.load_image(image_id)
+    assert image.shape == original.shape and image.dtype == np.uint8
+    if mode == "L":
+        assert np.array_equal(image[..., 0], image[..., 2])  # grey in all three channels
+
+
+def mask_path(root: Path, image_id: str) -> Path:
+    return root / "train_masks" / f"{image_id}_mask.gif"
+
+
+@pytest.mark.parametrize("values", [(0, 255), (0, 1)], ids=["0-255", "0-1"])
+@pytest.mark.parametrize("fmt", ["png-grey", "gif-palette", "png-rgb"])
+def test_mask_values_are_normalised_to_0_1(carvana, values, fmt):
+    (image_id,) = first(carvana)
+    ds = CarvanaDataset(carvana, image_dir="train")
+    truth = ds.load_mask(image_id)
+    stored = np.where(truth > 0, values[1], values[0]).astype(np.uint8)
+    mask_path(carvana, image_id).unlink()
+    if fmt == "png-grey":
+        Image.fromarray(stored, "L").save(carvana / "train_masks" / f"{image_id}_mask.png")
+    elif fmt == "png-rgb":
+        Image.fromarray(np.stack([stored] * 3, -1)).save(
+            carvana / "train_masks" / f"{image_id}_mask.png"
+        )
+    else:
+        gif = Image.fromarray(stored, "P")
+        gif.putpalette([0, 0, 0] + [255, 255, 255] * 255)
+        gif.save(mask_path(carvana, image_id))
+    loaded = CarvanaDataset(carvana, image_dir="train").load_mask(image_id)
+    assert loaded.dtype == np.uint8 and set(np.unique(loaded)) == {0, 1}
+    assert np.array_equal(loaded, truth)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.binary(min_size=0, max_size=2000))
+def test_random_bytes_as_an_image_give_a_readable_error_or_an_image(tiny_set, tmp_path, data):
+    root = tmp_path / "fuzz"
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "train").mkdir(parents=True)
+    (root / "train_masks").mkdir()
+    shutil.copy(mask_path(tiny_set, first(tiny_set)[0]), root / "train_masks" / "x_01_mask.gif")
+    (root / "train" / "x_01.jpg").write_bytes(data)
+    ds = CarvanaDataset(root, image_dir="train")
+    problems = ds.problems()
+    if problems:
+        assert "x_01.jpg" in str(problems[0].path) and problems[0].what
+    try:
+        image, _ = ds[0]
+    except CarsegError as err:
+        assert "x_01.jpg" in str(err)
+    else:
+        assert image.ndim == 3 and image.shape[2] == 3

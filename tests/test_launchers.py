@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from carseg.runs.sweep_report import report
-from helpers import REPO, TINY_TRAIN, run_entry, run_script
+from support.entry import REPO, TINY_TRAIN, run_entry, run_script
 
 pytestmark = pytest.mark.slow
 
@@ -93,7 +93,7 @@ def test_a_job_that_raises_or_dies_is_recorded_and_the_other_goes_on(tmp_path):
         *LOCAL,
         "hydra.launcher.max_parallel=3",
         "trainer.max_epochs=3",
-        "+callbacks.killer._target_=helpers.kill_at_epoch",
+        "+callbacks.killer._target_=support.lightning.kill_at_epoch",
         "+callbacks.killer.epoch=1,99",
         "data.batch_size=4,0",
         env=ENV,

@@ -12,7 +12,7 @@ import torch
 from carseg.inference.loading import load_model, load_models
 from carseg.inference.loop import model_size
 from carseg.utils.errors import ConfigError, DataError, DataNotFoundError
-from helpers import build_model
+from support.configs import build_model
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

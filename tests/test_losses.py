@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from carseg.models.losses import BCE, BCEDice, BCELogDice, BoundaryBCEDice, soft_dice
 from carseg.utils.errors import ConfigError
-from helpers import build_model
+from support.configs import build_model
 
 
 def _square(size: int = 16) -> torch.Tensor:

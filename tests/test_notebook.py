@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from helpers import REPO
+from support.entry import REPO
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,9 @@ from carseg.data.image_io import read_image
 from carseg.data.split import SplitRecord
 from carseg.data.synthetic import generate_dataset
 from carseg.inference.loading import load_model
-from helpers import build_model, predictor, run_entry, run_script
+from support.configs import build_model, predictor
+from support.entry import run_entry, run_script
+from support.refusals import Row, assert_refused, checkpoint, empty_dir, photos
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +162,55 @@ def test_predict_tta_and_refusing_to_overwrite(trained, tmp_path):
     # (the two paths round differently by up to 1e-7: a pixel that close to the threshold may flip)
     assert (written != (mean > threshold)).sum() <= 3
     assert (written != (plain_prob > threshold)).sum() > 100
+
+
+# A user's mistake, one row each: one message, exit 2, nothing written (support.refusals).
+REFUSED = [
+    Row("predict without input", "predict", lambda t: ["ckpt_path=x.ckpt"], ["input is required"]),
+    Row("trainer.gpus=1 in predict, no CUDA", "predict",
+        lambda t: [f"ckpt_path={checkpoint(t)}", f"input={photos(t)}", "trainer.gpus=1"],
+        ["1 GPU(s) asked for", "has none", "trainer.gpus=0"]),
+    Row("predict resume=true and overwrite=true", "predict",
+        lambda t: [f"ckpt_path={checkpoint(t)}", f"input={photos(t)}", "resume=true",
+                   "overwrite=true"], ["resume=true and overwrite=true"]),
+    Row("predict threshold=1.5", "predict",
+        lambda t: [f"ckpt_path={checkpoint(t)}", f"input={photos(t)}", "threshold=1.5"],
+        ["threshold=1.5", "between 0 and 1"]),
+    Row("predict batch_size=0", "predict",
+        lambda t: [f"ckpt_path={checkpoint(t)}", f"input={photos(t)}", "batch_size=0"],
+        ["batch_size must be an integer >= 1"]),
+    Row("predict on an empty folder", "predict",
+        lambda t: [f"ckpt_path={checkpoint(t)}", f"input={empty_dir(t)}"],
+        ["No images", "nothing to predict"]),
+    Row("predict inputs that share a name", "predict",
+        lambda t: [f"ckpt_path={checkpoint(t)}", f"input={photos(t, ('car.jpg', 'car.png'))}"],
+        ["car.jpg, car.png -> masks/car_mask.png", "Rename"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("row", REFUSED, ids=lambda r: r.name)
+def test_a_mistake_gets_one_message_and_exit_2(row, tmp_path):
+    assert_refused(row, tmp_path)
+
+
+def test_prediction_skips_unreadable_inputs_lists_them_and_exits_2(tmp_path, monkeypatch):
+    folder = photos(tmp_path, ("a.jpg", "b.png", "c.jpg"))
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "notes.jpg").write_text("not a photo")
+    Image.new("RGB", (300, 200)).save(folder / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300 * 200 // 3)  # huge.png: past the limit
+    out = tmp_path / "pred"
+    proc = run_entry(tmp_path, "predict", f"ckpt_path={checkpoint(tmp_path)}", f"input={folder}",
+                     f"output_dir={out}")  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "3 of 6 inputs could not be read" in proc.stderr
+    for name, why in [("empty.jpg", "empty"), ("notes.jpg", "not a readable image"),
+                      ("huge.png", "decompression-bomb")]:  # fmt: skip
+        assert name in proc.stderr and why in proc.stderr
+    assert sorted(p.name for p in (out / "masks").iterdir()) == [
+        "a_mask.png", "b_mask.png", "c_mask.png"]  # fmt: skip
+    rows = (out / "submission.csv").read_text().splitlines()
+    assert rows[0] == "img,rle_mask" and [r.split(",")[0] for r in rows[1:]] == [
+        "a.jpg", "b.png", "c.jpg"]  # fmt: skip
+    failed = (out / "failed.csv").read_text().splitlines()
+    assert failed[0] == "img,reason" and len(failed) == 4

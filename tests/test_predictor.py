@@ -1,11 +1,15 @@
 """carseg.inference.predictor: probabilities at each image's own size, TTA, ensembles."""
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
-from carseg.inference.predictor import Predictor, size_ceiling_dice
-from helpers import build_model, predictor
+from carseg.data.dataset import CarvanaDataset
+from carseg.data.transforms import inference_transforms
+from carseg.inference.predictor import Predictor, at_size, size_ceiling_dice
+from carseg.utils.errors import CarsegError
+from support.configs import build_model, predictor
 
 
 class Ramp(nn.Module):
@@ -68,3 +72,44 @@ def test_the_size_ceiling_is_the_dice_of_the_truth_taken_down_and_back():
     coarse = size_ceiling_dice(truth, (16, 24), 0.5)
     finer = size_ceiling_dice(truth, (32, 48), 0.5)
     assert 0.9 < coarse < finer < 1.0
+
+
+def _trained_like(seed: int = 0):
+    torch.manual_seed(seed)
+    module = build_model(base_width=4, depth=3).eval()
+    with torch.no_grad():  # BatchNorm statistics that are not the identity
+        for bn in (m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            bn.running_mean.uniform_(-0.2, 0.2)
+            bn.running_var.uniform_(0.8, 1.5)
+    return module
+
+
+def test_an_image_at_the_training_size_is_not_resized():
+    """The native frame goes to the model as it is: no resize in, no resize out."""
+    model = _trained_like()
+    image = np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)
+    one = predictor(model, (40, 60))
+
+    def must_not_resize(**kwargs):
+        raise AssertionError("resized an image that has the model's size")
+
+    one.prepare["40x60"].resize = must_not_resize
+    (prob,) = one.probabilities([image])
+    normalised = inference_transforms((40, 60), resize=False)(image=image)["image"]
+    with torch.no_grad():
+        expected = torch.sigmoid(model(normalised[None]))[0]
+    assert np.array_equal(prob, expected[0].numpy())
+    assert at_size(expected, (40, 60)).data_ptr() == expected.data_ptr()  # no resize out
+    assert at_size(expected, (80, 120)).shape == (80, 120)
+
+
+def test_the_predictor_tiles_when_asked(tiny_set):
+    model = _trained_like()
+    image = CarvanaDataset(tiny_set, image_dir="train").load_image(
+        CarvanaDataset(tiny_set, image_dir="train").ids[0]
+    )  # 80x120
+    whole = predictor(model, (80, 120)).probabilities([image])[0]
+    tiled = predictor(model, (80, 120), tile=(48, 64), tile_overlap=16)
+    assert np.abs(tiled.probabilities([image])[0] - whole).max() < 0.005
+    with pytest.raises(CarsegError, match="tile_overlap"):
+        predictor(model, (80, 120), tile=(48, 64), tile_overlap=48)

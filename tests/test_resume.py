@@ -17,7 +17,8 @@ from carseg.training.checkpoint_reader import RECORD_KEY
 from carseg.training.resume import resolve_resume
 from carseg.training.train import train
 from carseg.utils.errors import ConfigError, DataError
-from helpers import REPO, TINY_TRAIN, compose_train, run_script
+from support.configs import compose_train
+from support.entry import REPO, TINY_TRAIN, run_script
 
 
 def _saved(path: Path, epoch: int, processed: int | None, net: dict | None = None) -> Path:

@@ -4,16 +4,21 @@ last good checkpoint kept, and last.ckpt follows every epoch."""
 from __future__ import annotations
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
-from carseg.training.train import train
+from carseg.training.train import build, train
 from carseg.utils.errors import TrainingDivergedError
-from helpers import compose_train
+from support.configs import build_datamodule, build_model, compose, compose_train
 
 
 def test_nan_loss_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path):
     cfg = compose_train(tmp_path, "trainer.max_epochs=4")
-    cfg.callbacks.poison = {"_target_": "helpers.poison_batch_callback", "epoch": 1, "batch": 1}
+    cfg.callbacks.poison = {
+        "_target_": "support.lightning.poison_batch_callback",
+        "epoch": 1,
+        "batch": 1,
+    }
     with pytest.raises(TrainingDivergedError) as err:
         train(cfg)
     message = str(err.value)
@@ -39,6 +44,100 @@ def test_last_checkpoint_is_the_newest_epoch_even_when_dice_did_not_improve(tmp_
 
 def test_nan_in_an_accumulated_batch_names_that_batch(tmp_path):
     cfg = compose_train(tmp_path, "trainer.max_epochs=2", "+trainer.accumulate_grad_batches=2")
-    cfg.callbacks.poison = {"_target_": "helpers.poison_batch_callback", "epoch": 0, "batch": 0}
+    cfg.callbacks.poison = {
+        "_target_": "support.lightning.poison_batch_callback",
+        "epoch": 0,
+        "batch": 0,
+    }
     with pytest.raises(TrainingDivergedError, match="became nan at epoch 0, batch 0"):
         train(cfg)
+
+
+# Measured (seeds 0, 1, 2; 2 CPU cores, about 10 s each): 10 epochs reach val/dice 0.858-0.869.
+# A model that never learns (lr 1e-7, 10 epochs) stays at 0.36, calling every pixel car gives 0.34.
+TRAINED_DICE = 0.75
+
+
+def test_short_training_on_real_sample_learns_the_cars(sample_dir, tmp_path):
+    """10 epochs on one real car must segment the other: Dice far above what no learning gives."""
+    pl.seed_everything(0)
+    dm = build_datamodule(sample_dir, size=(64, 96), batch_size=4, num_workers=0, val_fraction=0.5)
+    model = build_model(base_width=8, depth=3, lr=3e-3, loss="bce_dice")
+    trainer = pl.Trainer(
+        max_epochs=10,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+    )
+    untrained = trainer.validate(model, datamodule=dm, verbose=False)[0]["val/dice"]
+    trainer.fit(model, datamodule=dm)
+    assert len(dm.train_set) == 16 and len(dm.val_set) == 16
+    assert dm.split.train_cars != dm.split.val_cars
+    dice = float(trainer.callback_metrics["val/dice"])
+    assert untrained < 0.5
+    assert dice > TRAINED_DICE, f"val/dice {dice:.4f} after 10 epochs (bar {TRAINED_DICE})"
+
+
+RECIPES = {  # experiment: (size, crop, batch, precision, max_epochs, compile)
+    "carvana_quarter": ((320, 480), None, 4, "32-true", 20, False),
+    "carvana_half": ((640, 960), None, 4, "16-mixed", 20, True),
+    "carvana_full": ((1280, 1918), (1024, 1024), 4, "16-mixed", 30, True),
+    "carvana_sample": ((160, 240), None, 4, "32-true", 40, False),
+    "carvana_sample_crop": ((320, 480), (160, 240), 4, "32-true", 40, False),
+}
+
+
+@pytest.mark.parametrize("experiment", RECIPES)
+def test_recipes_reach_the_trainer_model_and_data(tiny_set, tmp_path, experiment):
+    """Every key of a recipe lands in the real objects (built on the CPU: trainer=cpu)."""
+    size, crop, batch, precision, max_epochs, compiled = RECIPES[experiment]
+    cfg = compose(
+        f"experiment={experiment}",
+        f"data.root={tiny_set}",
+        "trainer=cpu",
+        f"trainer.precision={precision}",
+        "logger=none",
+        f"++paths.output_dir={tmp_path}",
+    )
+    run = build(cfg)
+    model, data, trainer = run.model.hparams, run.datamodule, run.trainer
+    assert data.size == size and data.crop == crop and data.batch_size == batch
+    assert trainer.max_epochs == max_epochs and model.compile is compiled
+    assert data.synthetic is None and run.ckpt_path is None
+    if experiment in ("carvana_half", "carvana_full"):
+        net, scheduler = model.net, model.scheduler
+        assert (net["base_width"], net["depth"], net["bilinear"]) == (64, 4, True)
+        assert model.loss == {"_target_": "carseg.models.losses.BCEDice", "dice_weight": 1.0}
+        assert scheduler["_target_"] == "torch.optim.lr_scheduler.ReduceLROnPlateau"
+        assert (scheduler["monitor"], scheduler["mode"]) == ("val/dice", "max")
+        assert (scheduler["factor"], scheduler["patience"]) == (0.5, 2)
+        gpu = compose(f"experiment={experiment}", "data.root=/data")
+        assert gpu.trainer.accelerator == "gpu" and gpu.trainer.benchmark is True
+        assert gpu.trainer.precision == precision and gpu.model.channels_last == "auto"
+
+
+@pytest.mark.parametrize("experiment", ["carvana_half", "carvana_full"])
+def test_gpu_recipes_train_a_step_on_the_cpu(tiny_set, tmp_path, experiment):
+    """One training and one validation step of each GPU recipe, in bf16 on the CPU at a tiny size:
+    the scheduler, accumulation and precision it sets all run."""
+    cfg = compose(
+        f"experiment={experiment}",
+        f"data.root={tiny_set}",
+        "trainer=cpu",
+        "trainer.precision=bf16-mixed",
+        "data.size=[32,48]",
+        "data.crop=null",
+        "data.num_workers=0",
+        "model.net.base_width=4",
+        "model.compile=false",
+        "debug=fast",
+        f"++paths.output_dir={tmp_path}",
+    )
+    run = build(cfg)
+    run.trainer.fit(run.model, datamodule=run.datamodule)
+    assert run.trainer.global_step == 1 and run.trainer.precision == "bf16-mixed"
+    assert 0.0 <= float(run.trainer.callback_metrics["val/dice"]) <= 1.0

@@ -1,5 +1,4 @@
-"""Sweeps: the report over a multirun folder (``carseg.runs.sweep_report``, ``src/sweep_report.py``), a real
-Optuna search through ``src/train.py -m hparams_search=optuna``, and the experiment recipes."""
+"""carseg.runs.sweep_report: the jobs of a multirun folder ranked, as text, CSV and PNG."""
 
 from __future__ import annotations
 
@@ -9,9 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
-from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from carseg.runs.sweep_report import (
@@ -24,7 +21,6 @@ from carseg.runs.sweep_report import (
     report,
     short_value,
 )
-from helpers import REPO, TINY_TRAIN, run_script
 
 
 def _job(sweep: Path, name: str, overrides: list[str], summary: dict | str | None) -> Path:
@@ -176,87 +172,3 @@ def test_parse_overrides_and_short_values():
     assert short_value("0.0003574712922600243") == "3.575e-04"
     assert short_value("1.4453378978124864") == "1.445"
     assert short_value("16") == "16" and short_value("unet_small") == "unet_small"
-
-
-def test_sweep_report_cli(sweep, tmp_path):
-    proc = run_script(tmp_path, "sweep_report", str(sweep))
-    assert proc.returncode == 0, proc.stderr
-    assert "best: job 1, val/dice 0.9100" in proc.stdout and (sweep / CSV_FILE).is_file()
-    # no argument: the newest sweep under <CARSEG_ROOT>/outputs/train/multiruns
-    multiruns = tmp_path / "outputs" / "train" / "multiruns"
-    multiruns.mkdir(parents=True)
-    sweep.rename(multiruns / sweep.name)
-    proc = run_script(tmp_path, "sweep_report")
-    assert proc.returncode == 0 and str(multiruns / sweep.name) in proc.stdout
-
-    proc = run_script(tmp_path, "sweep_report", str(tmp_path / "nowhere"))
-    assert proc.returncode == 2
-    assert "error: Sweep folder not found" in proc.stderr and "Traceback" not in proc.stderr
-
-
-# --- the Hydra configs ------------------------------------------------------------------------
-
-
-def _compose(*overrides: str, hydra: bool = False):
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        return compose("train", overrides=list(overrides), return_hydra_config=hydra)
-
-
-def test_optuna_search_space_and_direction():
-    cfg = _compose("hparams_search=optuna", hydra=True)
-    sweeper = cfg.hydra.sweeper
-    assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
-    assert set(sweeper.params) == {
-        "model.optimizer.lr",
-        "model.net.base_width",
-        "model.loss.dice_weight",
-    }
-    assert cfg.model.loss._target_ == "carseg.models.losses.BCEDice"
-    assert sweeper.storage is None  # SQLite storage fails with SQLAlchemy 2 (optuna 2.10)
-
-
-# --- a real Optuna sweep ----------------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_optuna_sweep_end_to_end_then_report(tmp_path):
-    tiny = [o for o in TINY_TRAIN if not o.startswith("model.net.base_width=")]
-    proc = run_script(
-        tmp_path,
-        "train",
-        "-m",
-        "hparams_search=optuna",
-        "hydra.sweeper.n_trials=2",
-        *tiny,
-        "trainer.max_epochs=1",
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (sweep,) = (tmp_path / "outputs" / "train" / "multiruns").iterdir()
-    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
-    assert [j.name for j in jobs] == ["0", "1"]
-
-    scores = []
-    for job in jobs:
-        overrides = parse_overrides(yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()))
-        lr, width = float(overrides["model.optimizer.lr"]), int(overrides["model.net.base_width"])
-        assert 1e-4 <= lr <= 3e-3 and width in (8, 16, 32)
-        assert 0.1 <= float(overrides["model.loss.dice_weight"]) <= 2.0
-        summary = json.loads((job / "summary.json").read_text())
-        assert summary["status"] == "completed" and summary["epochs_run"] == 1
-        # the job trained what the sampler chose, with the Dice loss
-        saved = torch.load(summary["best_checkpoint"], weights_only=True)["hyper_parameters"]
-        assert saved["optimizer"]["lr"] == pytest.approx(lr)
-        assert saved["net"]["base_width"] == width
-        assert saved["loss"]["_target_"] == "carseg.models.losses.BCEDice"
-        scores.append(summary["best_val_dice"])
-
-    # Optuna maximised what train.py returned: the best val/dice of each job
-    optuna = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert optuna["best_value"] == pytest.approx(max(scores))
-
-    proc = run_script(tmp_path, "sweep_report", str(sweep))
-    assert proc.returncode == 0, proc.stderr
-    best_job = jobs[int(np.argmax(scores))].name
-    assert f"best: job {best_job}, val/dice {max(scores):.4f}" in proc.stdout
-    assert "model.optimizer.lr" in proc.stdout and "model.loss.dice_weight" in proc.stdout
-    assert (sweep / CSV_FILE).is_file() and (sweep / PLOT_FILE).is_file()

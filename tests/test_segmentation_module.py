@@ -1,6 +1,6 @@
-"""The speed switches change nothing but speed: channels_last and torch.compile give the plain
-model's logits, loss and gradients, a failed compile falls back to eager, and a checkpoint
-trained with them loads and predicts without them."""
+"""carseg.training.segmentation_module: the LightningModule learns, rebuilds from its checkpoint,
+refuses bad options, and its speed switches (channels_last, compile, fused Adam) change nothing
+but speed."""
 
 from __future__ import annotations
 
@@ -11,9 +11,17 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from carseg.data.dataset import CarvanaDataset
+from carseg.data.transforms import inference_transforms
 from carseg.inference.loading import load_model
-from carseg.training.segmentation_module import CPU_CHANNELS_LAST, channels_last_on
-from helpers import build_model, quiet_trainer
+from carseg.training.segmentation_module import (
+    CPU_CHANNELS_LAST,
+    SegmentationModule,
+    channels_last_on,
+)
+from carseg.utils.errors import ConfigError
+from support.configs import build_model
+from support.lightning import quiet_trainer
 
 
 def _batch(n: int = 2, size: tuple[int, int] = (37, 53)) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,6 +77,14 @@ def test_fused_adam_on_cuda_and_the_default_elsewhere(monkeypatch):
     assert "fused" not in made[0] and made[1]["fused"] is True
 
 
+def _fit(module, tmp_path, epochs: int = 2) -> pl.Trainer:
+    images, masks = _batch(n=4, size=(32, 48))
+    loader = DataLoader(TensorDataset(images, masks), batch_size=2)
+    trainer = quiet_trainer(epochs, default_root_dir=tmp_path)
+    trainer.fit(module, train_dataloaders=loader, val_dataloaders=loader)
+    return trainer
+
+
 @pytest.mark.slow
 def test_compile_trains_the_step_the_plain_model_trains(tmp_path):
     """SegmentationModule's own compile path (setup, forward, a real optimiser step): the weights
@@ -83,14 +99,6 @@ def test_compile_trains_the_step_the_plain_model_trains(tmp_path):
     for (name, a), b in zip(plain.state_dict().items(), fast.state_dict().values(), strict=True):
         if a.is_floating_point():
             assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), name
-
-
-def _fit(module, tmp_path, epochs: int = 2) -> pl.Trainer:
-    images, masks = _batch(n=4, size=(32, 48))
-    loader = DataLoader(TensorDataset(images, masks), batch_size=2)
-    trainer = quiet_trainer(epochs, default_root_dir=tmp_path)
-    trainer.fit(module, train_dataloaders=loader, val_dataloaders=loader)
-    return trainer
 
 
 def test_a_compile_that_fails_falls_back_to_eager_with_a_warning(tmp_path, monkeypatch, caplog):
@@ -125,3 +133,82 @@ def test_a_checkpoint_trained_with_the_switches_predicts_without_them(tmp_path, 
     module.eval()
     with torch.no_grad():
         assert torch.allclose(plain(images), module(images), atol=1e-5)
+
+
+def _dataset_batch(tiny_set, n=8, size=(48, 64)):
+    ds = CarvanaDataset(
+        tiny_set, transform=inference_transforms(size, resize=True), image_dir="train"
+    )
+    items = [ds[i] for i in range(0, 16 * 5, 10)][:n]
+    return torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items])
+
+
+@pytest.mark.parametrize("loss", ["bce", "bce_logdice"])
+def test_overfits_a_tiny_batch(tiny_set, loss):
+    """Lightning fits one batch for 60 steps: the loss falls, thresholded Dice rises well above."""
+    pl.seed_everything(0)
+    images, masks = _dataset_batch(tiny_set)
+    module = build_model(base_width=8, depth=3, loss=loss, lr=3e-3)
+
+    def evaluate() -> tuple[float, float]:
+        module.eval()
+        with torch.no_grad():
+            logits = module(images)
+            module.val_dice.reset()
+            module.val_dice.update((torch.sigmoid(logits) > 0.5).long(), masks.long())
+            scores = module.criterion(logits, masks).item(), module.val_dice.compute().item()
+        module.train()
+        return scores
+
+    start_loss, start_dice = evaluate()
+    trainer = pl.Trainer(
+        max_epochs=60,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, train_dataloaders=DataLoader(TensorDataset(images, masks), batch_size=8))
+    end_loss, end_dice = evaluate()
+    assert end_loss < 0.5 * start_loss
+    assert end_dice > 0.85 and end_dice > start_dice + 0.2
+
+
+def test_checkpoint_alone_rebuilds_the_model(tiny_set, tmp_path):
+    """Hyperparameters are plain values: weights_only loading works and predictions match."""
+    module = build_model(base_width=4, depth=2, bilinear=False, loss="bce_dice", dice_weight=0.3)
+    trainer = pl.Trainer(
+        max_epochs=0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.strategy.connect(module)
+    path = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(path)
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    assert raw["hyper_parameters"]["net"]["base_width"] == 4
+    loaded = SegmentationModule.load_from_checkpoint(path, map_location="cpu")
+    assert loaded.hparams.loss == {"_target_": "carseg.models.losses.BCEDice", "dice_weight": 0.3}
+    assert loaded.hparams.net["bilinear"] is False
+    images, _ = _dataset_batch(tiny_set, n=2)
+    module.eval()
+    loaded.eval()
+    with torch.no_grad():
+        assert torch.equal(module(images), loaded(images))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"scheduler": "step"}, "scheduler"),
+        ({"threshold": 1.5}, "threshold"),
+        ({"loss": "dice"}, "loss"),
+    ],
+)
+def test_bad_options_are_refused(kwargs, message):
+    options = {**build_model(base_width=2, depth=1).hparams, **kwargs}
+    with pytest.raises(ConfigError, match=message):
+        SegmentationModule(**options)

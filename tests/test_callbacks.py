@@ -1,5 +1,5 @@
-"""TensorBoard dashboards and run records: the callbacks of ``carseg.training.callbacks``, and TensorBoard
-itself, opened in a headless Chromium, showing a real run's charts and prediction images."""
+"""carseg.training.callbacks: TensorBoard's images and HPARAMS, and summary.json, as a run writes
+them."""
 
 from __future__ import annotations
 
@@ -23,67 +23,14 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from carseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, denormalize
+from carseg.data.transforms import denormalize
 from carseg.training.callbacks import HyperparameterLogger, RunSummary, ValidationImageLogger
 from carseg.training.callbacks.summary import git_commit
 from carseg.training.segmentation_module import SegmentationModule
-from carseg.utils.drawing import ALPHA, PREDICTION, TRUTH, image_grid, mask_contour, overlay
+from carseg.utils.drawing import TRUTH
 from carseg.utils.errors import ConfigError
-from helpers import REPO, TINY_TRAIN, build_callback, build_datamodule, build_model, run_script
-
-GREEN = TRUTH
-
-
-# --- drawing ----------------------------------------------------------------------------------
-
-
-def test_mask_contour_is_the_ring_inside_the_mask():
-    mask = np.zeros((10, 10), bool)
-    mask[2:8, 2:8] = True  # a 6x6 square
-    ring = mask_contour(mask)
-    assert ring.sum() == 20 and not ring[3:7, 3:7].any() and (ring <= mask).all()
-    assert mask_contour(mask, width=2).sum() == 20 + 12
-    # the image border is outside: a full mask's contour is the frame
-    assert mask_contour(np.ones((4, 5), bool)).sum() == 4 * 5 - 2 * 3
-    assert not mask_contour(np.zeros((4, 5), bool)).any()
-
-
-def test_overlay_tints_the_prediction_and_outlines_the_truth():
-    image = np.full((10, 10, 3), 100, np.uint8)
-    truth = np.zeros((10, 10), bool)
-    truth[2:8, 2:8] = True
-    pred = np.zeros((10, 10), bool)
-    pred[0:5, 0:5] = True  # false car at (0, 0), hits the truth's corner
-    out = overlay(image, pred, truth)
-    assert out.dtype == np.uint8 and out.shape == image.shape
-    tint = tuple(round((1 - ALPHA) * 100 + ALPHA * c) for c in PREDICTION)
-    assert tuple(out[0, 0]) == tint  # false car: tinted, outside the outline
-    assert tuple(out[2, 5]) == GREEN and tuple(out[7, 7]) == GREEN  # contour, on or off the tint
-    assert tuple(out[5, 5]) == (100, 100, 100)  # missed car inside the contour: untouched
-    assert tuple(out[9, 9]) == (100, 100, 100)  # true background
-    with pytest.raises(ValueError, match="must match"):
-        overlay(image, pred, truth[:5])
-    # without a truth (predict's overlays): the tint only
-    alone = overlay(image, pred)
-    assert tuple(alone[0, 0]) == tint
-    assert tuple(alone[2, 5]) == tuple(alone[7, 7]) == (100, 100, 100)
-
-
-def test_image_grid_places_panels_in_rows():
-    panels = [np.full((4, 6, 3), i * 40, np.uint8) for i in range(5)]
-    grid = image_grid(panels, columns=2, pad=1)
-    assert grid.shape == (3 * 5 + 1, 2 * 7 + 1, 3)
-    assert (grid[1:5, 1:7] == 0).all() and (grid[6:10, 8:14] == 120).all()  # panels 0 and 3
-    assert (grid[11:15, 8:14] == 255).all()  # the sixth place is empty
-    with pytest.raises(ValueError, match="same shape"):
-        image_grid([panels[0], np.zeros((5, 6, 3), np.uint8)], columns=2)
-
-
-def test_denormalize_undoes_the_imagenet_normalisation():
-    rgb = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
-    mean, std = np.array(IMAGENET_MEAN), np.array(IMAGENET_STD)
-    normalised = torch.from_numpy(((rgb / 255.0 - mean) / std).transpose(2, 0, 1)).float()
-    assert np.abs(denormalize(normalised).astype(int) - rgb).max() <= 1
+from support.configs import build_callback, build_datamodule, build_model
+from support.entry import REPO, TINY_TRAIN, run_script
 
 
 @pytest.mark.parametrize(
@@ -106,7 +53,7 @@ def test_summary_and_hparams_reject_an_unknown_mode(tmp_path):
         HyperparameterLogger(monitor="val/dice", mode="best", exclude=[])
 
 
-# --- the callbacks in a real fit --------------------------------------------------------------
+GREEN = TRUTH
 
 
 def _fit(tiny_set: Path, tmp_path: Path, logger, callbacks, epochs=2, module=None) -> pl.Trainer:
@@ -326,13 +273,12 @@ def test_git_commit_reads_head_and_dirty_state(tmp_path):
     assert git_commit(tmp_path)["dirty"] is True
 
 
-# --- TensorBoard in a real browser ------------------------------------------------------------
-# Selenium drives Debian's chromium through Debian's chromedriver (built from the same source, so
-# their versions always match): both paths are given, so Selenium Manager never looks for, or
-# downloads, a browser or a driver.
-
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
 CHROMEDRIVER = shutil.which("chromedriver")
+
+
 # Chromium must not reach the network: no background fetches, updates, sync or QUIC.
 CHROMIUM_FLAGS = (
     "--headless",
@@ -345,6 +291,8 @@ CHROMIUM_FLAGS = (
     "--disable-sync",
     "--window-size=1400,1000",
 )
+
+
 # The text of a page, shadow roots included (TensorBoard's HPARAMS tab is made of Polymer
 # elements, whose content lives in shadow roots that innerText does not enter).
 DEEP_TEXT = """

@@ -1,9 +1,5 @@
-"""Bad input, one row each: what the user does, what they see, and that nothing was written.
-
-Data rows run the data module as training does before its first step (``prepare_data`` then
-``setup``); command rows run the entry points as a user would. Every row also checks that the
-folders it touched are byte-for-byte as they were.
-"""
+"""carseg.data.file_checks: every problem of a data folder found before training starts, from file
+headers, each named with its file; ``on_bad_file=skip`` trains without them."""
 
 from __future__ import annotations
 
@@ -15,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from PIL import Image
 
-from carseg.data.dataset import CarvanaDataset
+from carseg.data.file_checks import check_dataset, describe
+from carseg.data.rle import rle_encode
 from carseg.utils.errors import CarsegError
-from helpers import build_datamodule, snapshot
+from support.configs import build_datamodule
+from support.files import snapshot
 
 
 @pytest.fixture
@@ -176,52 +172,6 @@ def test_data_problem_stops_before_training_with_a_clear_message(row, carvana, m
     assert snapshot(carvana.parent) == before  # nothing written, nothing overwritten
 
 
-# --- folders that are odd but right: they must load, with the true masks -------------------------
-def csv_with_byte_order_mark(root: Path) -> Path:
-    shutil.rmtree(root / "train_masks")
-    csv_path = root / "train_masks.csv"
-    csv_path.write_bytes(b"\xef\xbb\xbf" + csv_path.read_bytes())  # what spreadsheets write
-    return root
-
-
-def empty_mask_folder_beside_the_csv(root: Path) -> Path:
-    for path in (root / "train_masks").iterdir():
-        path.unlink()
-    return root
-
-
-def jpeg_masks(root: Path) -> Path:
-    (root / "train_masks.csv").unlink()
-    for path in sorted((root / "train_masks").glob("*.gif")):
-        values = np.asarray(Image.open(path)) * 255
-        Image.fromarray(values.astype(np.uint8), "L").save(path.with_suffix(".jpg"), quality=75)
-        path.unlink()
-    return root
-
-
-@pytest.mark.parametrize(
-    ("breaks", "exact"),
-    [
-        (csv_with_byte_order_mark, True),
-        (empty_mask_folder_beside_the_csv, True),
-        (jpeg_masks, False),
-    ],
-    ids=lambda x: x.__name__ if callable(x) else None,
-)
-def test_odd_but_valid_mask_layouts_load_the_true_masks(carvana, tiny_set, breaks, exact, caplog):
-    truth = CarvanaDataset(tiny_set, image_dir="train")
-    with caplog.at_level(logging.WARNING):
-        dm = build_datamodule(breaks(carvana), size=(32, 48), num_workers=0)
-        dm.setup("fit")
-    assert len(dm.train_set) + len(dm.val_set) == 80
-    ds = CarvanaDataset(carvana, image_dir="train")
-    for image_id in ds.ids[::9]:
-        got, want = ds.load_mask(image_id), truth.load_mask(image_id)
-        assert (got != want).mean() == 0 if exact else (got != want).mean() < 0.02
-    if breaks is jpeg_masks:
-        assert "80 masks in" in caplog.text and "JPEG" in caplog.text
-
-
 def test_skip_mode_trains_without_the_bad_files_and_names_them(carvana, caplog):
     three_problems(carvana)
     (carvana / "train_masks.csv").unlink()
@@ -239,87 +189,39 @@ def test_skip_mode_trains_without_the_bad_files_and_names_them(carvana, caplog):
     assert snapshot(carvana) == before
 
 
-def _save_as(path: Path, array: np.ndarray, mode: str) -> None:
-    Image.fromarray(array).convert(mode).save(path)
+def _pair(folder, name, size=(20, 30), mask_size=None):
+    image = folder / f"{name}.jpg"
+    noise = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(image)
+    mask = folder / f"{name}_mask.gif"
+    Image.new("P", (mask_size or size)[::-1]).save(mask)
+    return image, mask
 
 
-@pytest.mark.parametrize("mode", ["L", "RGBA", "CMYK", "P"])
-def test_grey_rgba_cmyk_and_palette_images_are_converted_to_rgb(carvana, mode):
-    (image_id,) = first(carvana)
-    original = CarvanaDataset(carvana, image_dir="train").load_image(image_id)
-    suffix = ".jpg" if mode in ("L", "CMYK") else ".png"
-    (carvana / "train" / f"{image_id}.jpg").unlink()
-    _save_as(carvana / "train" / f"{image_id}{suffix}", original, mode)
-    ds = CarvanaDataset(carvana, image_dir="train")
-    assert not ds.problems()
-    image = ds.load_image(image_id)
-    assert image.shape == original.shape and image.dtype == np.uint8
-    if mode == "L":
-        assert np.array_equal(image[..., 0], image[..., 2])  # grey in all three channels
+def test_clean_files_have_no_problem_and_each_kind_is_named(tmp_path):
+    images, masks, rles, lines = {}, {}, {}, {}
+    for name in ("ok", "short", "small_mask", "bad_mask"):
+        images[name], masks[name] = _pair(tmp_path, name)
+    assert check_dataset(images, masks, {}) == []
 
+    images["short"].write_bytes(images["short"].read_bytes()[:-40])  # no JPEG end marker
+    _pair(tmp_path, "small_mask", mask_size=(10, 30))
+    masks["bad_mask"].write_bytes(b"GIF89a but nothing else")
+    images["rle"], _ = _pair(tmp_path, "rle")
+    rles["rle"], lines["rle"] = "590 20", 7  # past the 600 pixels of a 20x30 mask
+    images["rle_ok"], _ = _pair(tmp_path, "rle_ok")
+    rles["rle_ok"] = rle_encode(np.eye(20, 30, dtype=np.uint8))
 
-@pytest.mark.parametrize("values", [(0, 255), (0, 1)], ids=["0-255", "0-1"])
-@pytest.mark.parametrize("fmt", ["png-grey", "gif-palette", "png-rgb"])
-def test_mask_values_are_normalised_to_0_1(carvana, values, fmt):
-    (image_id,) = first(carvana)
-    ds = CarvanaDataset(carvana, image_dir="train")
-    truth = ds.load_mask(image_id)
-    stored = np.where(truth > 0, values[1], values[0]).astype(np.uint8)
-    mask_path(carvana, image_id).unlink()
-    if fmt == "png-grey":
-        Image.fromarray(stored, "L").save(carvana / "train_masks" / f"{image_id}_mask.png")
-    elif fmt == "png-rgb":
-        Image.fromarray(np.stack([stored] * 3, -1)).save(
-            carvana / "train_masks" / f"{image_id}_mask.png"
-        )
-    else:
-        gif = Image.fromarray(stored, "P")
-        gif.putpalette([0, 0, 0] + [255, 255, 255] * 255)
-        gif.save(mask_path(carvana, image_id))
-    loaded = CarvanaDataset(carvana, image_dir="train").load_mask(image_id)
-    assert loaded.dtype == np.uint8 and set(np.unique(loaded)) == {0, 1}
-    assert np.array_equal(loaded, truth)
+    problems = {p.image_id: p for p in check_dataset(images, masks, rles, lines)}
+    assert set(problems) == {"short", "small_mask", "bad_mask", "rle"}
+    assert "truncated JPEG" in problems["short"].what and problems["short"].path == images["short"]
+    assert "30x10 but its image is 30x20" in problems["small_mask"].what
+    assert (
+        problems["bad_mask"].what.startswith("mask ")
+        and problems["bad_mask"].path == masks["bad_mask"]
+    )
+    assert "line 7" in problems["rle"].what and "20x30" in problems["rle"].what
 
-
-def test_non_image_files_are_ignored(carvana):
-    for folder in ("train", "train_masks"):
-        (carvana / folder / ".DS_Store").write_bytes(b"\x00\x01")
-        (carvana / folder / "Thumbs.db").write_bytes(b"\x00")
-        (carvana / folder / "notes.txt").write_text("hello")
-        (carvana / folder / "subfolder").mkdir()
-    ds = CarvanaDataset(carvana, image_dir="train")
-    assert len(ds) == 80 and not ds.problems()
-
-
-def test_a_file_that_breaks_mid_epoch_is_named(carvana):
-    """What the header check cannot see (a corrupt middle) fails on decode, naming the file."""
-    ds = CarvanaDataset(carvana, image_dir="train")
-    path = carvana / "train" / f"{ds.ids[0]}.jpg"
-    data = bytearray(path.read_bytes())
-    data[2:-2] = b"\x00" * (len(data) - 4)  # keeps the start and end markers, wipes the rest
-    path.write_bytes(bytes(data))
-    with pytest.raises(CarsegError, match=rf"{ds.ids[0]}\.jpg"):
-        ds[0]
-
-
-@settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(st.binary(min_size=0, max_size=2000))
-def test_random_bytes_as_an_image_give_a_readable_error_or_an_image(tiny_set, tmp_path, data):
-    root = tmp_path / "fuzz"
-    shutil.rmtree(root, ignore_errors=True)
-    (root / "train").mkdir(parents=True)
-    (root / "train_masks").mkdir()
-    shutil.copy(mask_path(tiny_set, first(tiny_set)[0]), root / "train_masks" / "x_01_mask.gif")
-    (root / "train" / "x_01.jpg").write_bytes(data)
-    ds = CarvanaDataset(root, image_dir="train")
-    problems = ds.problems()
-    if problems:
-        assert "x_01.jpg" in str(problems[0].path) and problems[0].what
-    try:
-        image, _ = ds[0]
-    except CarsegError as err:
-        assert "x_01.jpg" in str(err)
-    else:
-        assert image.ndim == 3 and image.shape[2] == 3
+    message = describe(list(problems.values()), total=len(images), shown=2)
+    assert message.startswith(f"4 of {len(images)} images have a problem:")
+    assert "... and 2 more" in message

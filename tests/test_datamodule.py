@@ -1,0 +1,53 @@
+"""carseg.data.datamodule: a Carvana folder split by car into loaders, crops to train and whole
+frames to validate."""
+
+from __future__ import annotations
+
+import pytest
+
+from carseg.data.split import car_id
+from carseg.utils.errors import CarsegError
+from support.configs import build_datamodule
+
+
+def test_training_batches_are_crops_and_validation_batches_whole_frames(tiny_set):
+    dm = build_datamodule(
+        tiny_set, size=(64, 96), crop=(32, 32), batch_size=4, val_batch_size=2, num_workers=0
+    )
+    dm.setup("fit")
+    images, masks = next(iter(dm.train_dataloader()))
+    assert images.shape == (4, 3, 32, 32) and masks.shape == (4, 1, 32, 32)
+    images, masks = next(iter(dm.val_dataloader()))
+    assert images.shape == (2, 3, 64, 96) and masks.shape == (2, 1, 64, 96)
+    assert dm.hparams.crop == [32, 32] and dm.hparams.size == [64, 96]
+
+
+@pytest.mark.parametrize(("crop", "message"), [((96, 96), "does not fit"), ((0, 8), "data.crop")])
+def test_a_crop_that_does_not_fit_is_refused(tiny_set, crop, message):
+    with pytest.raises(CarsegError, match=message):
+        build_datamodule(tiny_set, size=(64, 96), crop=list(crop), num_workers=0)
+
+
+def test_datamodule_splits_by_car_and_batches(tiny_set):
+    dm = build_datamodule(tiny_set, size=(32, 48), batch_size=6, num_workers=0, val_fraction=0.4)
+    dm.setup("fit")
+    train_cars = {car_id(i) for i in dm.train_set.ids}
+    val_cars = {car_id(i) for i in dm.val_set.ids}
+    assert len(val_cars) == 2 and len(train_cars) == 3 and not train_cars & val_cars
+    images, masks = next(iter(dm.train_dataloader()))
+    assert images.shape == (6, 3, 32, 48) and masks.shape == (6, 1, 32, 48)
+    # validation keeps every image: 32 images in batches of 6 -> last batch of 2
+    sizes = [len(b[0]) for b in dm.val_dataloader()]
+    assert sum(sizes) == 32 and sizes[-1] == 2
+
+
+def test_datamodule_generates_the_synthetic_set_once(tmp_path):
+    root = tmp_path / "syn"
+    params = {"n_cars": 2, "height": 64, "width": 96, "seed": 3}
+    dm = build_datamodule(root, size=(32, 48), num_workers=0, synthetic=params)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert len(dm.train_set) == 16 and len(dm.val_set) == 16
+    stamp = (root / "train_masks.csv").stat().st_mtime_ns
+    build_datamodule(root, synthetic=params).prepare_data()
+    assert (root / "train_masks.csv").stat().st_mtime_ns == stamp
