@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 import carseg
 from support.configs import compose
-from support.entry import REPO
+from support.entry import REPO, TINY_TRAIN, run_entry
 
 CONF = REPO / "conf"
 SOURCES = "\n".join(p.read_text() for p in (REPO / "src").rglob("*.py"))  # paths.* keys
@@ -163,35 +163,76 @@ def test_one_augmentation_range_and_the_eval_batch_size_live_in_one_place_each()
     assert "batch_size:" not in (CONF / "predict.yaml").read_text()
 
 
-# Where each entry config's keys are read: the entry point, and the library it hands the config.
-READERS = {
-    "train": ["src/train.py", "src/carseg/training/train.py"],
-    "eval": ["src/eval.py", "src/carseg/inference/evaluate.py", "src/carseg/inference/loop.py"],
-    "predict": [
-        "src/predict.py",
-        "src/carseg/inference/predict.py",
-        "src/carseg/inference/loop.py",
-    ],
-    "export": ["src/export.py"],
-}
+@pytest.fixture
+def keys_read(monkeypatch):
+    """Run an entry point in this process and return every config key its job read (from the
+    moment Hydra hands it the config): an OmegaConf read, recorded by its full dotted key."""
+    from omegaconf import DictConfig
+
+    from carseg.runs.run_folder import RunFolderGuard
+
+    recorded: set[str] = set()
+    job = {"running": False}
+    get_node, on_job_start = DictConfig._get_node, RunFolderGuard.on_job_start
+
+    def spy(self, key, *args, **kwargs):
+        if job["running"] and isinstance(key, str):
+            job["running"] = False  # (naming the key reads the nodes above it)
+            try:
+                recorded.add(self._get_full_key(key))
+            finally:
+                job["running"] = True
+        return get_node(self, key, *args, **kwargs)
+
+    def started(self, config, **kwargs):
+        on_job_start(self, config, **kwargs)
+        job["running"] = True
+
+    monkeypatch.setattr(DictConfig, "_get_node", spy)
+    monkeypatch.setattr(RunFolderGuard, "on_job_start", started)
+
+    def run(root: Path, script: str, *args: str) -> set[str]:
+        recorded.clear()
+        job["running"] = False
+        proc = run_entry(root, script, *args)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return set(recorded)
+
+    return run
 
 
-@pytest.mark.parametrize("name", READERS)
-def test_every_top_level_key_of_an_entry_config_is_read(name):
-    cfg = compose(config=name)
-    readers = "\n".join((REPO / path).read_text() for path in READERS[name])
-    for key in cfg:
-        if key in ("hydra",):
-            continue
-        group = (CONF / key).is_dir()  # a group's keys are read by what it builds
-        read = re.search(
-            rf"cfg\.{key}\b|cfg\.get\(\"{key}\"|config\.get\(\"{key}\"|cfg, \"{key}\"", readers
+def _unread(config: str, read: set[str]) -> list[str]:
+    """Top-level keys of ``config`` (and the paths group's) that nothing read: neither the job
+    nor an interpolation in conf/."""
+    cfg = compose(config=config)
+    keys = [k for k in cfg if k != "hydra"] + [f"paths.{k}" for k in cfg.paths]
+    interpolated = {
+        k for k in keys if "${" + k + "}" in CONFIG_TEXT or "${" + k + "." in CONFIG_TEXT
+    }
+    return [k for k in keys if k not in interpolated and not any(
+        r == k or r.startswith(k + ".") for r in read
+    )]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_every_top_level_key_of_an_entry_config_is_read(keys_read, trained, tmp_path):
+    """Each entry point, run once: every key of its config reaches the code, or a file of conf/
+    interpolates it. A key no run reads would be a setting that does nothing."""
+    root, ckpt, data = trained
+    existing = tmp_path / "m.onnx"
+    existing.write_bytes(b"an earlier export")
+    runs = {
+        "train": keys_read(tmp_path, "train", *TINY_TRAIN, "trainer.max_epochs=1"),
+        "eval": keys_read(root, "eval", f"ckpt_path={ckpt}", *TINY_TRAIN[:4]),
+        "predict": keys_read(root, "predict", f"ckpt_path={ckpt}", f"input={data / 'train'}"),
+        # (over an existing file: overwrite is read when there is something to overwrite)
+        "export": keys_read(
+            root, "export", f"ckpt_path={ckpt}", f"output={existing}", "overwrite=true"
+        ),  # fmt: skip
+    }
+    for config, read in runs.items():
+        assert "batch_size" in read or config in ("train", "export")  # (the recorder works)
+        assert not _unread(config, read), (
+            f"conf/{config}.yaml: nothing reads {_unread(config, read)}"
         )
-        interpolated = "${" + key + "}" in CONFIG_TEXT or "${" + key + "." in CONFIG_TEXT
-        assert group or read or interpolated, f"conf/{name}.yaml: nothing reads {key!r}"
-
-
-def test_every_path_key_is_used():
-    content = OmegaConf.to_container(OmegaConf.load(CONF / "paths" / "default.yaml"))
-    for key in content:
-        assert f"paths.{key}" in SOURCES + CONFIG_TEXT.replace(f"{key}:", "")
+    assert _unread("eval", set())  # (and can fail: with nothing read, keys are listed)

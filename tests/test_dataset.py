@@ -119,7 +119,13 @@ def test_train_hq_folder_is_read(tiny_set, tmp_path):
     root = tmp_path / "hq"
     shutil.copytree(tiny_set / "train", root / "train_hq")
     shutil.copytree(tiny_set / "train_masks", root / "train_masks")
-    assert len(CarvanaDataset(root, image_dir="train_hq")) == 80
+    hq = CarvanaDataset(root, image_dir="train_hq")
+    plain = CarvanaDataset(tiny_set, image_dir="train")
+    assert hq.ids == plain.ids and {p.parent.name for p in hq.image_paths.values()} == {"train_hq"}
+    image, mask = hq[5]
+    assert np.array_equal(image, plain[5][0]) and np.array_equal(mask, plain[5][1])
+    with pytest.raises(DataNotFoundError, match="No image folder"):
+        CarvanaDataset(tiny_set, image_dir="train_hq")
 
 
 def test_missing_root_says_what_layout_is_expected(tmp_path):

@@ -22,7 +22,7 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 
 from carseg.data.image_io import read_image, save_mask
 from carseg.data.rle import rle_encode
-from carseg.inference.rows import append_row, csv_line, end_line, read_rows
+from carseg.inference.rows import append_row, csv_line, drop_partial_row, read_rows
 from carseg.utils import drawing
 from carseg.utils.atomic import atomic_file, write_json, write_text
 from carseg.utils.errors import ConfigError, DataError
@@ -124,7 +124,7 @@ class MaskWriter(BasePredictionWriter):
             (self.outputs.folder / "overlays").mkdir(exist_ok=True)
         rank = trainer.global_rank
         for path in (self.outputs.rows(rank), self.outputs.failures(rank)):
-            end_line(path)  # a row a kill cut short stays a line of its own, left out
+            drop_partial_row(path)  # a row a kill cut short: its input is predicted again
 
     def write_on_batch_end(
         self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx

@@ -11,9 +11,14 @@ from pathlib import Path
 
 
 def csv_line(row: Sequence[str]) -> str:
-    """``row`` as one CSV line, quoted where a field needs it, ending in ``\\n``."""
+    """``row`` as one CSV line, quoted where a field needs it, ending in ``\\n``.
+
+    A field holding ``\\r`` is quoted too (the csv module quotes only the line terminator it
+    writes), so that a reader never takes it for the end of the row.
+    """
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow(row)
+    quoting = csv.QUOTE_ALL if any("\r" in str(field) for field in row) else csv.QUOTE_MINIMAL
+    csv.writer(buffer, lineterminator="\n", quoting=quoting).writerow(row)
     return buffer.getvalue()
 
 
@@ -25,13 +30,14 @@ def append_row(path: Path, row: Sequence[str]) -> None:
         f.flush()
 
 
-def end_line(path: Path) -> None:
-    """End the file's last line if a kill cut it short, so the next row starts a line."""
+def drop_partial_row(path: Path) -> None:
+    """Cut off a last row a kill left without its ``\n``, so the next row starts a line and the
+    fragment is never read as a row (its input is predicted again)."""
     if path.is_file() and path.stat().st_size:
-        with path.open("rb+") as f:
-            f.seek(-1, 2)
-            if f.read(1) != b"\n":
-                f.write(b"\n")
+        data = path.read_bytes()
+        if not data.endswith(b"\n"):
+            with path.open("rb+") as f:
+                f.truncate(data.rfind(b"\n") + 1)
 
 
 def read_rows(paths: Sequence[Path], width: int) -> list[list[str]]:
@@ -43,7 +49,8 @@ def read_rows(paths: Sequence[Path], width: int) -> list[list[str]]:
     """
     rows: list[list[str]] = []
     for path in paths:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        with path.open(encoding="utf-8", errors="replace", newline="") as f:
+            text = f.read()
         complete = text if text.endswith("\n") else text[: text.rfind("\n") + 1]
         try:
             for row in csv.reader(io.StringIO(complete, newline="")):
