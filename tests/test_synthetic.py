@@ -73,7 +73,7 @@ def test_layout_matches_kaggle(small_set: Path) -> None:
     assert [row[0] for row in rows] == cars
     assert all(2000 < int(row[1]) < 2020 and all(row[2:]) for row in rows)
     assert json.loads((small_set / "generator.json").read_text()) == {
-        "format": "carseg.data.synthetic", "format_version": synthetic.FORMAT_VERSION,
+        "format": "carseg.synthetic", "format_version": synthetic.FORMAT_VERSION,
         "n_cars": N_CARS, "height": H, "width": W, "seed": 0,
     }  # fmt: skip
 

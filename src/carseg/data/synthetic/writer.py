@@ -101,7 +101,7 @@ def _params(n_cars: int, height: int, width: int, seed: int) -> dict:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}: pass {hint}")
     params = {name: int(value) for name, (value, *_) in rules.items()}
-    return {"format": "carseg.data.synthetic", "format_version": FORMAT_VERSION, **params}
+    return {"format": "carseg.synthetic", "format_version": FORMAT_VERSION, **params}
 
 
 def _write_dataset(folder: Path, params: dict) -> None:
