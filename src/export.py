@@ -15,7 +15,7 @@ from carseg.inference.export import FORMATS, SUFFIXES, export
 from carseg.inference.loading import load_model
 from carseg.models.registry import trusting
 from carseg.runs.entrypoint import run, user_errors_exit
-from carseg.utils.checks import check_choice, check_required
+from carseg.utils.checks import check_bool, check_choice, check_required
 from carseg.utils.errors import ConfigError
 
 
@@ -27,7 +27,9 @@ def main(cfg: DictConfig) -> None:
         with trusting(*cfg.trusted_targets):
             model, record = load_model(ckpt)
         output = Path(cfg.output) if cfg.output else ckpt.with_suffix(SUFFIXES[cfg.format])
-        if output.exists() and not cfg.overwrite:
+        if output.expanduser().resolve() == ckpt.expanduser().resolve():
+            raise ConfigError(f"output={output} is the checkpoint it exports: give another output")
+        if output.exists() and not check_bool("overwrite", cfg.overwrite):
             raise ConfigError(f"{output} exists: give another output=..., or overwrite=true")
         path, diff = export(model, record, output, cfg.format)
     print(f"\nexported:  {path} ({cfg.format})")

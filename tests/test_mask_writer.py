@@ -28,10 +28,15 @@ def test_the_merge_refuses_rows_of_images_that_are_not_inputs(tmp_path):
 def test_output_dir_never_inside_input_and_never_over_earlier_predictions(tmp_path):
     inputs = tmp_path / "photos"
     inputs.mkdir()
-    with pytest.raises(ConfigError, match="inside the input folder"):
-        check_output_dir(inputs / "out", inputs, overwrite=True)
-    with pytest.raises(ConfigError, match="inside the input folder"):
-        check_output_dir(inputs, inputs, overwrite=True)
+    for out, where in [(inputs / "out", "is inside"), (inputs, "is"), (tmp_path, "holds")]:
+        with pytest.raises(ConfigError, match=f"output_dir={out} {where} what this command"):
+            check_output_dir(out, inputs, overwrite=True)
+    # the input is a folder inside the output (an earlier prediction's masks): overwrite=true
+    # would clear it, resume=true write into it
+    with pytest.raises(ConfigError, match="holds what this command reads"):
+        check_output_dir(tmp_path / "pred", tmp_path / "pred" / "masks", overwrite=True)
+    with pytest.raises(ConfigError, match="holds what this command reads"):
+        check_output_dir(tmp_path, inputs / "one.jpg", overwrite=False)
     out = tmp_path / "out"
     check_output_dir(out, inputs, overwrite=False)  # new folder: fine
     (out / "masks").mkdir(parents=True)
@@ -41,7 +46,8 @@ def test_output_dir_never_inside_input_and_never_over_earlier_predictions(tmp_pa
 
 
 def test_inputs_whose_masks_would_share_a_name_are_refused(tmp_path):
-    paths = [tmp_path / "car.jpg", tmp_path / "car.png", tmp_path / "other.jpg"]
+    names = ["car.jpg", "car.png", "other.jpg"]
     with pytest.raises(DataError, match="car.jpg, car.png -> masks/car_mask.png"):
-        check_unique_names(paths)
-    check_unique_names(paths[1:])
+        check_unique_names(names)
+    check_unique_names(names[1:])
+    check_unique_names(["a/car.jpg", "b/car.jpg"])  # subfolders keep them apart (recursive=true)

@@ -21,7 +21,14 @@ from carseg.data.dataset import CarvanaDataset
 from carseg.data.file_checks import usable_ids
 from carseg.data.split import SplitRecord, check_val_fraction, split_by_car
 from carseg.data.transforms import inference_transforms, training_transforms
-from carseg.utils.checks import check_choice, check_int, check_size
+from carseg.utils.checks import (
+    check_apart,
+    check_bool,
+    check_choice,
+    check_int,
+    check_share,
+    check_size,
+)
 from carseg.utils.errors import ConfigError, DataError
 from carseg.utils.processes import loader_workers, usable_cores
 
@@ -121,8 +128,17 @@ class CarvanaDataModule(pl.LightningDataModule):
                 f"data.crop={list(self.crop)} does not fit in the resized frame data.size="
                 f"{list(self.size)}: a crop must lie inside the image"
             )
-        if isinstance(crop_on_car, bool) or not 0.0 <= float(crop_on_car) <= 1.0:
-            raise ConfigError(f"data.crop_on_car must be a share from 0 to 1, got {crop_on_car!r}")
+        check_share("data.crop_on_car", crop_on_car)
+        for key, value in (("augment", augment), ("jpeg_draft", jpeg_draft), ("cache", cache),
+                           ("mask_cache", mask_cache), ("validate", validate),
+                           ("persistent_workers", persistent_workers)):  # fmt: skip
+            check_bool(f"data.{key}", value)
+        if pin_memory is not None:
+            check_bool("data.pin_memory", pin_memory)
+        if not isinstance(image_dir, str) or not image_dir or "/" in image_dir:
+            raise ConfigError(
+                f"data.image_dir must be a folder name (train, train_hq), got {image_dir!r}"
+            )
         check_val_fraction(val_fraction)
         check_int("data.batch_size", batch_size, 1)
         if val_batch_size is not None:
@@ -135,6 +151,9 @@ class CarvanaDataModule(pl.LightningDataModule):
                 "data.cache=true and data.mask_cache=true need data.cache_dir, the folder to keep "
                 "them in"
             )
+        if cache_dir is not None:
+            for folder in (image_dir, "train_masks"):
+                check_apart(Path(root) / folder, "data.root", Path(cache_dir), "data.cache_dir")
         # Plain values (weights_only loading) for TensorBoard's HPARAMS and the checkpoint.
         self.save_hyperparameters()
         self.hparams.update(

@@ -52,15 +52,25 @@ Without the data, `data=synthetic` (the default) trains on a generated set in th
 
 
 def _list_files(folder: Path, extensions: tuple[str, ...]) -> dict[str, Path]:
-    """``{file stem: path}`` of the files in ``folder`` ending in one of ``extensions``."""
+    """``{file stem: path}`` of the files in ``folder`` ending in one of ``extensions``.
+
+    A symbolic link that loops or points nowhere is listed too: the data check names it, where
+    leaving it out would lose an image without a word.
+    """
     if not folder.is_dir():
         return {}
+    found = {}
     with os.scandir(folder) as entries:
-        return {
-            Path(e.name).stem: Path(e.path)
-            for e in entries
-            if e.is_file() and e.name.lower().endswith(extensions)
-        }
+        for entry in entries:
+            if not entry.name.lower().endswith(extensions):
+                continue
+            try:
+                listed = entry.is_file() or entry.is_symlink()
+            except OSError:  # a symbolic link that loops (ELOOP)
+                listed = True
+            if listed:
+                found[Path(entry.name).stem] = Path(entry.path)
+    return found
 
 
 class CarvanaDataset(Dataset):

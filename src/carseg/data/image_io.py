@@ -9,6 +9,10 @@
   their range (so JPEG-damaged {0, 255} masks stay right). A mask whose values fit neither is
   refused rather than guessed.
 - ``read_header``: size and format from the header alone, checking that the file is complete.
+
+Every image and mask is read as it is displayed: an EXIF orientation tag (phone photos carry one)
+is applied, so a photo tagged "rotated 180" trains upright against its upright mask, and sizes
+are the displayed ones (``read_header`` too).
 - ``save_mask``: a {0, 1} mask as a black-and-white palette PNG or GIF, like Kaggle's GIFs.
 
 A file that cannot be read raises ``UnreadableFileError`` (a ``DataError``) naming it and saying
@@ -25,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from carseg.utils.errors import CarsegError, DataNotFoundError, UnreadableFileError
+from carseg.utils.errors import CarsegError, DataError, DataNotFoundError, UnreadableFileError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # Kaggle's masks are GIFs; PNG keeps them exact too. JPEG masks are read (thresholded at the
@@ -41,6 +45,38 @@ _TRAILERS = {
 }
 _TAIL_BYTES = 64  # some writers pad after the closing marker; look a little further back
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+_ORIENTATION = 0x0112  # the EXIF tag
+_SWAPS_SIDES = (5, 6, 7, 8)  # orientations shown turned by a quarter: width and height swap
+# A mask is black and white: at most this share of its pixels may show a level in the middle
+# of its depth's range (between an eighth and seven eighths): a JPEG-compressed or anti-aliased
+# mask has a thin band of them along its edges, a photo has them everywhere.
+MAX_GREY_SHARE = 0.05
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation of an open image (1: as stored), 1 when it has none."""
+    try:
+        value = img.getexif().get(_ORIENTATION, 1)
+    except Exception:  # an EXIF block Pillow cannot parse: read the pixels as stored
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _displayed(array: np.ndarray, orientation: int) -> np.ndarray:
+    """``array`` (H, W[, C]) as a viewer shows it under EXIF ``orientation``, as
+    ``PIL.ImageOps.exif_transpose`` turns the image."""
+    if orientation in (5, 7):  # transposed (5), then turned half a turn (7)
+        array = np.swapaxes(array, 0, 1)
+        orientation = 1 if orientation == 5 else 3
+    turned = {
+        1: array,
+        2: array[:, ::-1],
+        3: array[::-1, ::-1],
+        4: array[::-1],
+        6: np.rot90(array, -1),  # stored turned a quarter anticlockwise: shown clockwise
+        8: np.rot90(array, 1),
+    }[orientation]
+    return np.ascontiguousarray(turned) if turned is not array else array
 
 
 @contextlib.contextmanager
@@ -51,6 +87,10 @@ def _opened(path: Path, what: str) -> Iterator[Image.Image]:
     Past ``PIL.Image.MAX_IMAGE_PIXELS`` Pillow only warns (it raises past twice that): both are
     refused here, so that a decompression bomb is never decoded.
     """
+    if path.is_symlink() and not path.exists():
+        raise UnreadableFileError(path, "a symbolic link that loops or points to nothing")
+    if path.is_dir():
+        raise UnreadableFileError(path, "a folder, not an image file")
     if not path.is_file():
         raise DataNotFoundError(f"{what} not found: {path}")
     try:
@@ -77,7 +117,8 @@ def _opened(path: Path, what: str) -> Iterator[Image.Image]:
 
 
 def read_header(path: str | Path) -> tuple[tuple[int, int], str]:
-    """``((height, width), format)`` of an image file, from its header, without decoding it.
+    """``((height, width), format)`` of an image file, from its header, without decoding it; the
+    size is the displayed one (an EXIF orientation that turns the image swaps its sides).
 
     Raises:
         DataError: not an image Pillow can read, truncated (no end marker), or past the
@@ -86,6 +127,8 @@ def read_header(path: str | Path) -> tuple[tuple[int, int], str]:
     path = Path(path)
     with _opened(path, "Image") as img:
         size, fmt = (img.height, img.width), img.format or "?"
+        if _orientation(img) in _SWAPS_SIDES:
+            size = (img.width, img.height)
     trailers = _TRAILERS.get(fmt)
     if trailers:
         with path.open("rb") as f:
@@ -101,7 +144,8 @@ def read_header(path: str | Path) -> tuple[tuple[int, int], str]:
 def read_image(
     path: str | Path, at_least: Sequence[int] | None = None
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """An image as ``uint8`` RGB ``(H, W, 3)``, and its original ``(height, width)``.
+    """An image as ``uint8`` RGB ``(H, W, 3)`` as it is displayed, and its original (displayed)
+    ``(height, width)``.
 
     Args:
         path: the file.
@@ -114,10 +158,14 @@ def read_image(
     """
     path = Path(path)
     with _opened(path, "Image") as img:
-        original = (img.height, img.width)
+        orientation = _orientation(img)
+        stored = (img.height, img.width)
+        swapped = orientation in _SWAPS_SIDES
         if at_least is not None and img.format == "JPEG":
-            img.draft("RGB", _draft_request(original, at_least))
-        return _to_rgb(img, path), original
+            wanted = (at_least[1], at_least[0]) if swapped else at_least
+            img.draft("RGB", _draft_request(stored, wanted))
+        rgb = _displayed(_to_rgb(img, path), orientation)
+    return rgb, (stored[::-1] if swapped else stored)
 
 
 def _to_rgb(img: Image.Image, path: Path) -> np.ndarray:
@@ -173,24 +221,55 @@ def read_mask(path: str | Path) -> np.ndarray:
     - otherwise a pixel is car when it is above the middle of its depth's range (127 of 255,
       32767 of 65535), so {0, 255} masks damaged by JPEG compression (3, 252, ...) stay right.
 
+    The mask is read as displayed (its EXIF orientation applied, as for its image).
+
     Raises:
-        DataError: the file cannot be decoded, or its values are neither labels nor black and
-            white (all non-zero values below the middle: a label map of another scheme).
+        DataError: the file cannot be decoded, its values are neither labels nor black and
+            white (all non-zero values below the middle: a label map of another scheme), or more
+            than ``MAX_GREY_SHARE`` of its pixels are grey (a photo saved as a mask).
     """
     path = Path(path)
     with _opened(path, "Mask") as img:
+        orientation = _orientation(img)
         values, levels, depth_max = _mask_values(img)
+    values = _displayed(values, orientation)
     if levels is not None:  # 8-bit values: decide per value, then look every pixel up once
         top = int(values.max(initial=0))
         if top <= 1:  # (Kaggle's GIFs) the used values are known without counting them
             used = levels[: top + 1]
         else:
-            used = levels[np.bincount(values.ravel(), minlength=256)[: len(levels)] > 0]
+            counts = np.bincount(values.ravel(), minlength=256)[: len(levels)]
+            used = levels[counts > 0]
+            _check_black_and_white(levels, counts, depth_max, path)
         car = _car(levels, used, depth_max, path)
         if top <= 1 and car[0] == 0 and car[1] == 1:
-            return values.copy()  # already {0, 1}, car = 1 (a copy: Pillow's is read-only)
+            return values if orientation != 1 else values.copy()  # (Pillow's is read-only)
         return car[values]
+    if int(values.max(initial=0)) > 1:
+        levels, counts = np.unique(values, return_counts=True)
+        _check_black_and_white(levels, counts, depth_max, path)
     return _car(values, values, depth_max, path)
+
+
+def _check_black_and_white(
+    levels: np.ndarray, counts: np.ndarray, depth_max: int, path: Path
+) -> None:
+    """Refuse a mask whose pixels are not nearly all near black or near white (a photo, a grey
+    picture): reading it as a mask would make up a car.
+
+    Raises:
+        UnreadableFileError: the share of middle-grey pixels, and how to save a mask.
+    """
+    grey = (levels > depth_max / 8) & (levels < depth_max * 7 / 8)
+    share = float(counts[grey].sum()) / max(1, int(counts.sum()))
+    if share > MAX_GREY_SHARE:
+        raise UnreadableFileError(
+            path,
+            f"not a black-and-white mask: {share:.0%} of its pixels are grey levels between "
+            f"black and white (at most {MAX_GREY_SHARE:.0%} may be, along the edges of a "
+            "compressed mask). Is it a photo? Save masks with 0 for background and 1 or 255 "
+            "for car",
+        )
 
 
 def _car(levels: np.ndarray, used: np.ndarray, depth_max: int, path: Path) -> np.ndarray:
@@ -244,24 +323,46 @@ def save_mask(mask: np.ndarray, path: str | Path, format: str | None = None) -> 
     image.save(path, format=format)
 
 
-def list_images(path: str | Path) -> list[Path]:
-    """The image files at ``path`` (a file, or the images directly in a folder), sorted by name.
+def list_images(path: str | Path, recursive: bool) -> list[Path]:
+    """The image files at ``path`` (a file, or the images in a folder: directly in it, or in its
+    subfolders too with ``recursive``), sorted by path. A symbolic link that loops or points
+    nowhere is listed (reading it fails, naming it), not silently left out.
 
     Raises:
         DataNotFoundError: nothing there, or no image in the folder.
+        DataError: ``path`` is neither a file nor a folder.
     """
     path = Path(path).expanduser()
     if path.is_file():
         return [path]
     if not path.is_dir():
+        if path.exists() or path.is_symlink():
+            raise DataError(f"Input {path} is neither an image file nor a folder of images")
         raise DataNotFoundError(
             f"Input not found: {path} (give an image file or a folder of images)"
         )
+    candidates = path.rglob("*") if recursive else path.iterdir()
     images = sorted(
-        p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+        p
+        for p in candidates
+        if p.suffix.lower() in IMAGE_EXTENSIONS and (p.is_file() or p.is_symlink())
     )
     if not images:
+        hint = "" if recursive else "; recursive=true reads its subfolders too"
         raise DataNotFoundError(
-            f"No images ({', '.join(IMAGE_EXTENSIONS)}) in {path}: nothing to predict"
+            f"No images ({', '.join(IMAGE_EXTENSIONS)}) in {path}: nothing to predict{hint}"
         )
     return images
+
+
+def subfolders_with_images(path: str | Path) -> list[Path]:
+    """The subfolders of ``path`` that hold images (at any depth), which a prediction without
+    ``recursive`` does not read."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        return []
+    found = []
+    for sub in sorted(p for p in path.iterdir() if p.is_dir()):
+        if any(p.suffix.lower() in IMAGE_EXTENSIONS for p in sub.rglob("*")):
+            found.append(sub)
+    return found

@@ -39,7 +39,7 @@ from carseg.inference.loop import (
 )
 from carseg.inference.report import EvalReport, write_report
 from carseg.inference.rows import append_row, read_rows
-from carseg.utils.checks import check_choice, check_int
+from carseg.utils.checks import check_apart, check_bool, check_choice, check_int
 from carseg.utils.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -198,8 +198,10 @@ def evaluate(cfg: DictConfig) -> EvalReport | None:
     """
     check_choice("split", cfg.split, SPLITS)
     worst = check_int("worst", cfg.worst, 0)
+    check_bool("ceiling", cfg.ceiling)
     trainer_cfg = inference_trainer_config(cfg)
     predictor, threshold, models = build_predictor(cfg)
+    check_apart(cfg.data.root, "data.root", cfg.paths.output_dir, "hydra.run.dir")
     root = prepare_root(cfg.data.root, cfg.data.synthetic)
     listed = CarvanaDataset(root, image_dir=cfg.data.image_dir)
     own_val: list[str] = []

@@ -35,13 +35,17 @@ from carseg.utils.processes import loader_workers
 class PredictionSet(Dataset):
     """Image files, read and prepared for the models in the loader workers.
 
-    Items are dicts: ``name`` (the file name), ``path``, ``size`` (the photo's height and width)
+    Items are dicts: ``name`` (the file name, or its path below the input folder), ``path``,
+    ``size`` (the photo's height and width)
     and ``inputs`` (one tensor per model size), or ``name``, ``path`` and ``error`` for an input
     that cannot be read.
     """
 
-    def __init__(self, paths: Sequence[Path], predictor: Predictor) -> None:
+    def __init__(
+        self, paths: Sequence[Path], predictor: Predictor, names: Sequence[str] | None = None
+    ) -> None:
         self.paths = list(paths)
+        self.names = list(names) if names is not None else [p.name for p in self.paths]
         self.prepare = predictor.prepare  # (picklable: no models)
 
     def __len__(self) -> int:
@@ -56,8 +60,7 @@ class PredictionSet(Dataset):
         return {"name": name, "path": path, "size": size, "inputs": inputs}
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        path = self.paths[index]
-        return self.item(path.name, path)
+        return self.item(self.names[index], self.paths[index])
 
 
 class ScoringSet(PredictionSet):

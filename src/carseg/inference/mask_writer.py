@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytorch_lightning as pl
@@ -25,6 +25,7 @@ from carseg.data.rle import rle_encode
 from carseg.inference.rows import append_row, csv_line, drop_partial_row, read_rows
 from carseg.utils import drawing
 from carseg.utils.atomic import atomic_file, write_json, write_text
+from carseg.utils.checks import check_apart
 from carseg.utils.errors import ConfigError, DataError
 from carseg.utils.processes import is_first_process
 
@@ -35,18 +36,15 @@ FAILED = "failed-rank*.csv"  # each process's img,reason rows
 
 
 def check_output_dir(output_dir: Path, inputs: Path, overwrite: bool) -> None:
-    """Refuse to write into the input folder, or over an earlier prediction unless ``overwrite``.
+    """Refuse an ``output_dir`` that is, holds or lies inside the input (``overwrite`` would
+    clear it, a resume would write masks into it), or that holds an earlier prediction unless
+    ``overwrite``.
 
     Raises:
         ConfigError: what would have been overwritten, and how to go on.
     """
-    output_dir, inputs = output_dir.resolve(), inputs.resolve()
-    source = inputs if inputs.is_dir() else inputs.parent
-    if output_dir == source or source in output_dir.parents:
-        raise ConfigError(
-            f"output_dir={output_dir} is inside the input folder {source}: predictions never go "
-            "into the input folder; give another output_dir"
-        )
+    check_apart(inputs, "input", output_dir, "output_dir")
+    output_dir = output_dir.resolve()
     earlier = [p for p in (output_dir / "masks", output_dir / "submission.csv") if p.exists()]
     if earlier and not overwrite:
         raise ConfigError(
@@ -55,25 +53,35 @@ def check_output_dir(output_dir: Path, inputs: Path, overwrite: bool) -> None:
         )
 
 
-def mask_name(path: Path) -> str:
-    """``photo.jpg`` -> ``photo_mask.png``: Kaggle's naming, as a PNG."""
-    return f"{path.stem}_mask.png"
+def mask_name(name: str) -> str:
+    """``photo.jpg`` -> ``photo_mask.png`` (Kaggle's naming, as a PNG); an input's name may hold
+    the subfolders it came from (``recursive=true``): ``a/photo.jpg`` -> ``a/photo_mask.png``."""
+    path = PurePosixPath(name)
+    return str(path.with_name(f"{path.stem}_mask.png"))
 
 
-def check_unique_names(paths: Sequence[Path]) -> None:
+def input_names(paths: Sequence[Path], root: Path) -> list[str]:
+    """Each input's name in the submission and under ``masks/``: its file name, or with
+    subfolders, its path below the input folder ``root``."""
+    root = root.expanduser()
+    if not root.is_dir():
+        return [p.name for p in paths]
+    return [p.relative_to(root).as_posix() for p in paths]
+
+
+def check_unique_names(names: Sequence[str]) -> None:
     """Refuse inputs whose masks would share a file (``car.jpg`` and ``car.png``).
 
     Raises:
         DataError: the clashing inputs, listed.
     """
-    by_mask: dict[str, list[Path]] = {}
-    for path in paths:
-        by_mask.setdefault(mask_name(path), []).append(path)
+    by_mask: dict[str, list[str]] = {}
+    for name in names:
+        by_mask.setdefault(mask_name(name), []).append(name)
     clashes = {name: group for name, group in by_mask.items() if len(group) > 1}
     if clashes:
         lines = [
-            f"  {', '.join(p.name for p in group)} -> masks/{name}"
-            for name, group in sorted(clashes.items())[:10]
+            f"  {', '.join(group)} -> masks/{name}" for name, group in sorted(clashes.items())[:10]
         ]
         raise DataError(
             f"{len(clashes)} group(s) of inputs share a file name up to the extension, so their "
@@ -133,13 +141,12 @@ class MaskWriter(BasePredictionWriter):
         for name, path, mask in zip(
             prediction["names"], prediction["paths"], prediction["masks"], strict=True
         ):
-            with atomic_file(self.outputs.masks / mask_name(path)) as tmp:
+            with atomic_file(self.outputs.masks / mask_name(name)) as tmp:
                 save_mask(mask, tmp, format="PNG")
             if self.outputs.overlays:
                 image = read_image(path)[0]
-                with atomic_file(
-                    self.outputs.folder / "overlays" / f"{path.stem}_overlay.jpg"
-                ) as t:
+                overlay = PurePosixPath(name).with_name(f"{PurePosixPath(name).stem}_overlay.jpg")
+                with atomic_file(self.outputs.folder / "overlays" / overlay) as t:
                     Image.fromarray(drawing.overlay(image, mask)).save(t, format="JPEG", quality=90)
             append_row(self.outputs.rows(rank), [name, rle_encode(mask)])  # after its mask
         for name, reason in prediction["failed"]:
@@ -162,7 +169,7 @@ def done_before(outputs: Outputs) -> dict[str, str]:
     return {
         name: rle
         for name, rle in _rows(outputs, ROWS).items()
-        if (outputs.masks / mask_name(Path(name))).is_file()
+        if (outputs.masks / mask_name(name)).is_file()
     }
 
 
@@ -211,17 +218,23 @@ def merge(outputs: Outputs, inputs: Sequence[str]) -> Merged:
 
 def clear(outputs: Outputs) -> None:
     """Remove an earlier prediction's files (``overwrite=true``), so none of it is merged."""
-    for pattern in (ROWS, FAILED, "submission.csv", "failed.csv", "prediction.json", "masks/*",
-                    "overlays/*"):  # fmt: skip
+    for pattern in (ROWS, FAILED, "submission.csv", "failed.csv", "prediction.json"):
         for path in outputs.folder.glob(pattern):
             path.unlink()
+    for folder in ("masks", "overlays"):  # their files, in subfolders too (recursive=true)
+        for path in sorted((outputs.folder / folder).rglob("*"), reverse=True):
+            path.rmdir() if path.is_dir() else path.unlink()
 
 
 def plan(
-    paths: Sequence[Path], outputs: Outputs, resume: bool, settings: dict[str, Any]
-) -> tuple[list[Path], MaskWriter]:
-    """The inputs left to predict (all, or with ``resume`` those an earlier run did not finish),
-    and the writer for the Trainer's callbacks.
+    paths: Sequence[Path],
+    names: Sequence[str],
+    outputs: Outputs,
+    resume: bool,
+    settings: dict[str, Any],
+) -> tuple[list[Path], list[str], MaskWriter]:
+    """The inputs left to predict, with their names (all, or with ``resume`` those an earlier run
+    did not finish), and the writer for the Trainer's callbacks.
 
     ``settings`` (the model and how it predicts) are recorded in ``prediction.json``; a resume
     with other settings is refused, so that one submission never mixes two models' masks.
@@ -247,5 +260,5 @@ def plan(
     if is_first_process():
         outputs.folder.mkdir(parents=True, exist_ok=True)
         write_json(record, settings)
-    todo = [p for p in paths if p.name not in done]
-    return todo, MaskWriter(outputs, [p.name for p in paths])
+    todo = [(p, n) for p, n in zip(paths, names, strict=True) if n not in done]
+    return [p for p, _ in todo], [n for _, n in todo], MaskWriter(outputs, list(names))

@@ -7,11 +7,12 @@ checkpoint, an ONNX model or an ensemble, on any number of devices through the p
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from carseg.data.image_io import list_images
+from carseg.data.image_io import list_images, subfolders_with_images
 from carseg.inference.loop import (
     InferenceModule,
     PredictionSet,
@@ -26,12 +27,15 @@ from carseg.inference.mask_writer import (
     check_output_dir,
     check_unique_names,
     clear,
+    input_names,
     merge,
     plan,
 )
-from carseg.utils.checks import check_required
+from carseg.utils.checks import check_bool, check_required
 from carseg.utils.errors import ConfigError
 from carseg.utils.processes import is_first_process
+
+log = logging.getLogger(__name__)
 
 
 def predict(cfg: DictConfig) -> tuple[Merged | None, Outputs, int]:
@@ -49,8 +53,18 @@ def predict(cfg: DictConfig) -> tuple[Merged | None, Outputs, int]:
         raise ConfigError("resume=true and overwrite=true: choose one")
     trainer_cfg = inference_trainer_config(cfg)
     predictor, threshold, models = build_predictor(cfg)
-    paths = list_images(cfg.input)
-    check_unique_names(paths)
+    paths = list_images(cfg.input, recursive=check_bool("recursive", cfg.recursive))
+    names = input_names(paths, Path(cfg.input))
+    check_unique_names(names)
+    skipped = [] if cfg.recursive else subfolders_with_images(cfg.input)
+    if skipped:
+        log.warning(
+            "%d subfolder(s) of %s hold images that are not predicted (%s): recursive=true "
+            "predicts them too",
+            len(skipped),
+            cfg.input,
+            ", ".join(p.name + "/" for p in skipped[:5]),
+        )
     outputs = Outputs(Path(cfg.output_dir), overlays=cfg.overlays)
     if is_first_process():  # the other processes follow the first's checks
         check_output_dir(outputs.folder, Path(cfg.input), cfg.overwrite or cfg.resume)
@@ -64,11 +78,12 @@ def predict(cfg: DictConfig) -> tuple[Merged | None, Outputs, int]:
         "tile": None if cfg.tile is None else list(cfg.tile),
         "tile_overlap": cfg.tile_overlap,
     }
-    todo, writer = plan(paths, outputs, cfg.resume, settings)
+    todo, todo_names, writer = plan(paths, names, outputs, cfg.resume, settings)
     trainer = inference_trainer(trainer_cfg, writer, models)
     if todo:
         module = InferenceModule(predictor, threshold)
-        run_loop(trainer, module, PredictionSet(todo, predictor), cfg.batch_size, cfg.num_workers)
+        inputs = PredictionSet(todo, predictor, todo_names)
+        run_loop(trainer, module, inputs, cfg.batch_size, cfg.num_workers)
     elif trainer.is_global_zero:
         writer.result = merge(writer.outputs, writer.inputs)
     return writer.result, outputs, len(paths)

@@ -21,6 +21,7 @@ from carseg.training.best import BestTracker, best_of
 from carseg.training.checkpoint_io import AtomicCheckpointIO
 from carseg.training.resume import resolve_resume
 from carseg.training.trainer import build_trainer, resolve_trainer_config
+from carseg.utils.checks import check_apart, check_int
 from carseg.utils.errors import TrainingDivergedError
 
 log = logging.getLogger(__name__)
@@ -66,8 +67,12 @@ def build(cfg: DictConfig, multirun: bool = False) -> Run:
             ``ckpt_path`` (a checkpoint to resume from, or None), ``paths``.
         multirun: whether this runs as one job of a Hydra sweep.
     """
-    if cfg.get("seed") is not None:
-        pl.seed_everything(cfg.seed, workers=True)
+    seed = cfg.get("seed")
+    if seed is not None:
+        pl.seed_everything(
+            check_int("seed", seed, 0, hint="or null for a random run"), workers=True
+        )
+    check_apart(cfg.data.root, "data.root", cfg.paths.output_dir, "hydra.run.dir")
     trainer_cfg = resolve_trainer_config(
         OmegaConf.to_container(cfg.trainer, resolve=True), multirun=multirun
     )

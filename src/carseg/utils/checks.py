@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,6 +39,13 @@ def check_non_negative(key: str, value: Any) -> float:
         raise ConfigError(f"{key} must be a number, got {value!r}")
     if value < 0:
         raise ConfigError(f"{key} must be 0 or more, got {value}")
+    return float(value)
+
+
+def check_share(key: str, value: Any) -> float:
+    """``value`` if it is a number from 0 to 1 (a probability, a share of crops)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ConfigError(f"{key} must be a share from 0 to 1, got {value!r}")
     return float(value)
 
 
@@ -120,3 +128,27 @@ def check_required(cfg: Any, key: str, what: str) -> Any:
     if value in (None, ""):
         raise ConfigError(f"{key} is required: {what}")
     return value
+
+
+def check_bool(key: str, value: Any) -> bool:
+    """``value`` if it is true or false (Hydra reads ``tta=abc`` as the string ``"abc"``)."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    return value
+
+
+def check_apart(read: Path, read_key: str, write: Path, write_key: str) -> None:
+    """Refuse a destination that is, holds or lies inside what the command reads: a command never
+    writes into (or clears) a folder it reads from, whatever the nesting.
+
+    Raises:
+        ConfigError: the two keys, the paths, and the fix.
+    """
+    read, write = Path(read).expanduser().resolve(), Path(write).expanduser().resolve()
+    source = read if read.is_dir() or not read.exists() else read.parent
+    if write == source or source in write.parents or write in source.parents:
+        where = "is" if write == source else ("is inside" if source in write.parents else "holds")
+        raise ConfigError(
+            f"{write_key}={write} {where} what this command reads ({read_key}={read}): it would "
+            f"write into, or clear, its own input. Give {write_key} a place apart from it"
+        )
