@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from carseg.data.split import car_id
-from carseg.utils.errors import CarsegError
+from carseg.utils.errors import CarsegError, DataError
 from support.configs import build_datamodule
 
 
@@ -51,3 +51,19 @@ def test_datamodule_generates_the_synthetic_set_once(tmp_path):
     stamp = (root / "train_masks.csv").stat().st_mtime_ns
     build_datamodule(root, synthetic=params).prepare_data()
     assert (root / "train_masks.csv").stat().st_mtime_ns == stamp
+
+
+def test_a_folder_of_ids_in_another_form_needs_its_rule_stated(tiny_set, tmp_path):
+    """Photos named <car>-<view>: refused as they are, split by car once the rule is stated."""
+    root = tmp_path / "renamed"
+    for folder in ("train", "train_masks"):
+        (root / folder).mkdir(parents=True)
+        for path in (tiny_set / folder).iterdir():
+            (root / folder / path.name.replace("_", "-", 1)).write_bytes(path.read_bytes())
+    with pytest.raises(DataError, match="do not follow Kaggle's <car>_<view> form"):
+        build_datamodule(root, size=(32, 48), num_workers=0, mask_cache=False).setup("fit")
+    dm = build_datamodule(root, size=(32, 48), num_workers=0, mask_cache=False,
+                          car_id_pattern=r"(?P<car>[0-9a-f]+)-\d+")  # fmt: skip
+    dm.setup("fit")
+    assert len(dm.split.train_cars) + len(dm.split.val_cars) == 5
+    assert dm.split.car_id_pattern == r"(?P<car>[0-9a-f]+)-\d+"

@@ -37,7 +37,7 @@ def test_the_report_files_hold_the_scores(tiny_set, tmp_path):
     ceilings = {i: 0.99 for i in dataset.ids}
     worst_id = min(scores, key=scores.get)
     worst = {worst_id: dataset.load_mask(worst_id)}
-    report = write_report(tmp_path, scores, ceilings, worst, dataset, 0.5, extra={"x": 1})
+    report = write_report(tmp_path, scores, ceilings, worst, dataset, 0.5, None, extra={"x": 1})
     metrics = json.loads(report.files["metrics"].read_text())
     assert metrics["mean"] == pytest.approx(np.mean(list(scores.values())))
     assert metrics["n_images"] == 20 and metrics["x"] == 1 and metrics["threshold"] == 0.5
@@ -58,5 +58,5 @@ def test_ids_not_in_kaggles_form_have_no_view_figure(tiny_set, tmp_path):
     listed = CarvanaDataset(tiny_set, image_dir="train")
     dataset = listed.subset(listed.ids[:2])
     scores = {"photo": 0.9, "other": 0.8}
-    report = write_report(tmp_path, scores, {}, {}, dataset, 0.5)
+    report = write_report(tmp_path, scores, {}, {}, dataset, 0.5, None)
     assert "views" not in report.files and report.by_view == {} and report.ceiling is None

@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from carseg.data.split import car_id, split_by_car
-from carseg.utils.errors import DataError
+from carseg.data.split import SplitRecord, car_id, car_pattern, cars_of, split_by_car
+from carseg.utils.errors import ConfigError, DataError
 from support.configs import build_datamodule
 
 
@@ -48,3 +48,33 @@ def test_one_car_cannot_be_split(tiny_set, tmp_path):
     dm = build_datamodule(root, num_workers=0)
     with pytest.raises(DataError, match="at least 2"):
         dm.setup("fit")
+
+
+def test_ids_not_in_kaggles_form_are_refused_not_split_by_image():
+    ids = [f"car{c}-{v:02d}" for c in range(3) for v in range(1, 17)]
+    with pytest.raises(DataError, match="48 of 48 image ids do not follow Kaggle's") as err:
+        split_by_car(ids, 0.34, seed=0)
+    assert "data.car_id_pattern" in str(err.value) and "car0-01" in str(err.value)
+
+
+def test_a_stated_rule_splits_by_the_car_it_reads():
+    ids = [f"car{c}-{v:02d}" for c in range(3) for v in range(1, 17)]
+    train, val = split_by_car(ids, 0.34, seed=0, pattern=r"(?P<car>.+)-\d+")
+    assert len(val) == 16 and len(train) == 32
+    assert not set(cars_of(train, r"(?P<car>.+)-\d+")) & set(cars_of(val, r"(?P<car>.+)-\d+"))
+    assert car_id("car1-07", r"(car\d)-\d+") == "car1"  # the first group, when none is named
+
+
+@pytest.mark.parametrize(
+    ("pattern", "message"), [("(", "not a regular expression"), (r".+_\d+", "no group")]
+)
+def test_a_rule_that_cannot_read_a_car_is_refused(pattern, message):
+    with pytest.raises(ConfigError, match=message):
+        car_pattern(pattern)
+
+
+def test_the_record_keeps_the_rule_and_old_records_read_as_kaggles():
+    record = SplitRecord.of("/d", 0.5, 1, ["a-01"], ["b-01"], r"(?P<car>.+)-\d+")
+    assert record.train_cars == ["a"] and SplitRecord.from_dict(record.to_dict()) == record
+    old = {k: v for k, v in record.to_dict().items() if k != "car_id_pattern"}
+    assert SplitRecord.from_dict(old).car_id_pattern is None

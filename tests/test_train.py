@@ -141,3 +141,31 @@ def test_gpu_recipes_train_a_step_on_the_cpu(tiny_set, tmp_path, experiment):
     run.trainer.fit(run.model, datamodule=run.datamodule)
     assert run.trainer.global_step == 1 and run.trainer.precision == "bf16-mixed"
     assert 0.0 <= float(run.trainer.callback_metrics["val/dice"]) <= 1.0
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_same_seed_gives_the_same_run(tmp_path, workers):
+    """Same seed, same config, same machine: the same augmentations (albumentations' own
+    generator is seeded, in the loader workers too), losses and weights; another seed, others."""
+
+    def fit(name: str, seed: int) -> tuple[list[float], list[torch.Tensor]]:
+        cfg = compose_train(tmp_path / name, "trainer.max_epochs=2", f"data.num_workers={workers}",
+                            f"seed={seed}", "callbacks.early_stopping=null")  # fmt: skip
+        run = build(cfg)
+        losses = []
+        run.trainer.callbacks.append(_LossRecorder(losses))
+        run.trainer.fit(run.model, datamodule=run.datamodule)
+        return losses, [p.detach().clone() for p in run.model.parameters()]
+
+    (loss_a, weights_a), (loss_b, weights_b) = fit("a", 1), fit("b", 1)
+    assert loss_a == loss_b and all(torch.equal(a, b) for a, b in zip(weights_a, weights_b))
+    loss_c, _ = fit("c", 2)
+    assert loss_c != loss_a
+
+
+class _LossRecorder(pl.Callback):
+    def __init__(self, losses: list[float]) -> None:
+        self.losses = losses
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.losses.append(float(outputs["loss"]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from support.entry import REPO, TINY_TRAIN
@@ -29,6 +30,8 @@ def _hydra_value(value) -> str:
         return "{" + ",".join(f"{k}:{_hydra_value(v)}" for k, v in value.items()) + "}"
     if value is None:
         return "null"
+    if isinstance(value, str) and not re.fullmatch(r"[\w./-]*", value):
+        return "'" + value.replace("'", "\\'") + "'"  # quoted: Hydra's grammar has ( ) [ ] ...
     return str(value)
 
 

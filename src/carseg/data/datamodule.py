@@ -7,19 +7,22 @@ and the split it made (``size``, ``split``) go into every checkpoint's carseg re
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, Dataset
 
 from carseg.data.cache import MaskStore, ResizedCache
 from carseg.data.dataset import CarvanaDataset
 from carseg.data.file_checks import usable_ids
-from carseg.data.split import SplitRecord, check_val_fraction, split_by_car
+from carseg.data.split import SplitRecord, car_pattern, check_val_fraction, split_by_car
 from carseg.data.transforms import inference_transforms, training_transforms
 from carseg.utils.checks import (
     check_apart,
@@ -58,6 +61,22 @@ def prepare_root(root: str | Path, synthetic: Mapping[str, Any] | None) -> Path:
     return root
 
 
+def seed_worker(worker_id: int, rank: int = 0) -> None:
+    """A loader worker's start: Lightning's seeding of torch, numpy and ``random`` for this
+    worker and process, then the training transform's own generator (albumentations' ``Compose``
+    keeps one, which no global seed reaches) from the same seed, so the same seed gives the same
+    augmentations in every run."""
+    pl_worker_init_function(worker_id, rank)
+    info = torch.utils.data.get_worker_info()
+    seed_transform(getattr(info.dataset, "transform", None), info.seed, rank)
+
+
+def seed_transform(transform: object, seed: int, rank: int) -> None:
+    """Seed an albumentations pipeline's generator from ``seed`` and the process's ``rank``."""
+    if hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(int(np.random.SeedSequence([seed, rank]).generate_state(1)[0]))
+
+
 class CarvanaDataModule(pl.LightningDataModule):
     """Train/validation loaders over a Carvana folder, split by car.
 
@@ -71,6 +90,8 @@ class CarvanaDataModule(pl.LightningDataModule):
         image_dir: ``"train"`` or ``"train_hq"``.
         val_fraction: share of the cars held out for validation, in (0, 1).
         split_seed: seed of the split by car.
+        car_id_pattern: the rule that reads an image id's car (``carseg.data.split.car_id``: a
+            regular expression with a group ``car``); None: Kaggle's ``<car>_<view>``.
         batch_size: training batch size.
         val_batch_size: validation batch size; None: ``batch_size`` (with crops, whole validation
             frames are larger than training crops: a smaller one may be needed).
@@ -105,6 +126,7 @@ class CarvanaDataModule(pl.LightningDataModule):
         image_dir: str,
         val_fraction: float,
         split_seed: int,
+        car_id_pattern: str | None,
         batch_size: int,
         val_batch_size: int | None,
         num_workers: int | str,
@@ -140,6 +162,7 @@ class CarvanaDataModule(pl.LightningDataModule):
                 f"data.image_dir must be a folder name (train, train_hq), got {image_dir!r}"
             )
         check_val_fraction(val_fraction)
+        car_pattern(car_id_pattern)  # a rule that compiles
         check_int("data.batch_size", batch_size, 1)
         if val_batch_size is not None:
             check_int("data.val_batch_size", val_batch_size, 1)
@@ -166,6 +189,7 @@ class CarvanaDataModule(pl.LightningDataModule):
         self.image_dir = image_dir
         self.val_fraction = val_fraction
         self.split_seed = split_seed
+        self.car_id_pattern = car_id_pattern
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
         self.crop_on_car = float(crop_on_car)
@@ -200,9 +224,16 @@ class CarvanaDataModule(pl.LightningDataModule):
         skip = self.on_bad_file == "skip"
         listed = CarvanaDataset(self.root, image_dir=self.image_dir, skip_missing_masks=skip)
         ids = usable_ids(listed, skip, "data.on_bad_file=skip") if self.validate else listed.ids
-        train_ids, val_ids = split_by_car(ids, self.val_fraction, self.split_seed)
+        train_ids, val_ids = split_by_car(
+            ids, self.val_fraction, self.split_seed, self.car_id_pattern
+        )
         self.split = SplitRecord.of(
-            str(self.root.resolve()), self.val_fraction, self.split_seed, train_ids, val_ids
+            str(self.root.resolve()),
+            self.val_fraction,
+            self.split_seed,
+            train_ids,
+            val_ids,
+            self.car_id_pattern,
         )
         self._check_resumed_split()
         decode_size = self.size if self.jpeg_draft else None
@@ -250,7 +281,10 @@ class CarvanaDataModule(pl.LightningDataModule):
 
     def _loader(self, dataset: Dataset, shuffle: bool, batch_size: int) -> DataLoader:
         processes = self.trainer.num_devices if self.trainer is not None else 1
+        rank = self.trainer.global_rank if self.trainer is not None else 0
         workers = loader_workers(self.num_workers, processes, key="data.num_workers")
+        if workers == 0:  # the transforms run here: seeded from this process's torch seed
+            seed_transform(getattr(dataset, "transform", None), torch.initial_seed(), rank)
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -259,6 +293,7 @@ class CarvanaDataModule(pl.LightningDataModule):
             num_workers=workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers and workers > 0,
+            worker_init_fn=functools.partial(seed_worker, rank=rank) if workers > 0 else None,
         )
 
     def train_dataloader(self) -> DataLoader:

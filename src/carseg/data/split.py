@@ -7,6 +7,8 @@ split depends only on the set of car ids and the seed.
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -15,14 +17,65 @@ import numpy as np
 from carseg.utils.errors import ConfigError, DataError
 
 
-def car_id(image_id: str) -> str:
-    """``'00087a6bd4dc_01'`` -> ``'00087a6bd4dc'``: the id up to the last underscore."""
-    return image_id.rsplit("_", 1)[0]
+KAGGLE_CAR_ID = r"(?P<car>.+)_\d{2}"  # 00087a6bd4dc_01: the car, then its view, 01 .. 16
 
 
-def cars_of(image_ids: Iterable[str]) -> list[str]:
-    """The sorted car ids of ``image_ids``."""
-    return sorted({car_id(i) for i in image_ids})
+@functools.lru_cache(maxsize=16)
+def car_pattern(pattern: str | None) -> re.Pattern:
+    """The rule that picks the car out of an image id (``data.car_id_pattern``): a regular
+    expression the whole id must match, whose group ``car`` (or first group) is the car; None:
+    Kaggle's ``<car>_<view>``.
+
+    Raises:
+        ConfigError: not a regular expression with a group.
+    """
+    if pattern is None:
+        pattern = KAGGLE_CAR_ID
+    try:
+        compiled = re.compile(pattern)
+    except (re.error, TypeError) as err:
+        raise ConfigError(
+            f"data.car_id_pattern={pattern!r} is not a regular expression: {err}"
+        ) from None
+    if compiled.groups < 1:
+        raise ConfigError(
+            f"data.car_id_pattern={pattern!r} has no group: name the car's part, e.g. "
+            "'(?P<car>.+)-\\d+' for ids like car42-03"
+        )
+    return compiled
+
+
+def car_id(image_id: str, pattern: str | None = None) -> str | None:
+    """The car of an image id (``'00087a6bd4dc_01'`` -> ``'00087a6bd4dc'``), None where the id
+    does not follow the rule."""
+    match = car_pattern(pattern).fullmatch(image_id)
+    if match is None:
+        return None
+    return match.group("car") if "car" in match.re.groupindex else match.group(1)
+
+
+def check_car_ids(image_ids: Iterable[str], pattern: str | None = None) -> None:
+    """Refuse ids the car cannot be read from: a split by image would score cars that trained.
+
+    Raises:
+        DataError: how many, examples, and the option that states another rule.
+    """
+    ids = list(image_ids)
+    odd = [i for i in ids if car_id(i, pattern) is None]
+    if odd:
+        rule = "Kaggle's <car>_<view> form (view 01 .. 16)" if pattern is None else repr(pattern)
+        raise DataError(
+            f"{len(odd)} of {len(ids)} image ids do not follow {rule}, so their car is unknown "
+            f"(e.g. {', '.join(odd[:3])}); a split must keep each car's views on one side. Rename "
+            "them, or state the rule with data.car_id_pattern: a regular expression matching a "
+            "whole id whose group 'car' is the car, e.g. data.car_id_pattern='(?P<car>.+)-\\d+'"
+        )
+
+
+def cars_of(image_ids: Iterable[str], pattern: str | None = None) -> list[str]:
+    """The sorted car ids of ``image_ids`` (ids not following the rule left out)."""
+    cars = {car_id(i, pattern) for i in image_ids}
+    return sorted(c for c in cars if c is not None)
 
 
 def check_val_fraction(val_fraction: float) -> float:
@@ -44,18 +97,21 @@ def check_val_fraction(val_fraction: float) -> float:
 
 
 def split_by_car(
-    image_ids: Sequence[str], val_fraction: float, seed: int
+    image_ids: Sequence[str], val_fraction: float, seed: int, pattern: str | None = None
 ) -> tuple[list[str], list[str]]:
     """Split image ids into (train, val) so that all views of a car fall on the same side.
 
     At least one car goes to each side.
 
+    ``pattern`` is the rule that reads an id's car (``car_id``; None: Kaggle's).
+
     Raises:
         ConfigError: ``val_fraction`` not in (0, 1).
-        DataError: fewer than two cars.
+        DataError: ids the car cannot be read from, or fewer than two cars.
     """
     check_val_fraction(val_fraction)
-    cars = cars_of(image_ids)
+    check_car_ids(image_ids, pattern)
+    cars = cars_of(image_ids, pattern)
     if len(cars) < 2:
         raise DataError(
             f"The data holds {len(cars)} car(s) ({', '.join(cars) or 'none'}): a split by car "
@@ -64,8 +120,8 @@ def split_by_car(
     n_val = min(max(round(len(cars) * val_fraction), 1), len(cars) - 1)
     order = np.random.default_rng(seed).permutation(len(cars))
     val_cars = {cars[i] for i in order[:n_val]}
-    train = sorted(i for i in image_ids if car_id(i) not in val_cars)
-    val = sorted(i for i in image_ids if car_id(i) in val_cars)
+    train = sorted(i for i in image_ids if car_id(i, pattern) not in val_cars)
+    val = sorted(i for i in image_ids if car_id(i, pattern) in val_cars)
     return train, val
 
 
@@ -78,12 +134,26 @@ class SplitRecord:
     split_seed: int
     train_cars: list[str]
     val_cars: list[str]
+    car_id_pattern: str | None  # the rule its cars were read by; None: Kaggle's
 
     @classmethod
     def of(
-        cls, root: str, val_fraction: float, seed: int, train: Sequence[str], val: Sequence[str]
+        cls,
+        root: str,
+        val_fraction: float,
+        seed: int,
+        train: Sequence[str],
+        val: Sequence[str],
+        pattern: str | None,
     ) -> SplitRecord:
-        return cls(str(root), float(val_fraction), int(seed), cars_of(train), cars_of(val))
+        return cls(
+            str(root),
+            float(val_fraction),
+            int(seed),
+            cars_of(train, pattern),
+            cars_of(val, pattern),
+            pattern,
+        )
 
     def to_dict(self) -> dict:
         """Plain values, as a checkpoint stores them (``torch.load(weights_only=True)`` reads)."""
@@ -97,4 +167,5 @@ class SplitRecord:
             split_seed=int(record["split_seed"]),
             train_cars=list(record["train_cars"]),
             val_cars=list(record["val_cars"]),
+            car_id_pattern=record.get("car_id_pattern"),  # (records before it: Kaggle's)
         )

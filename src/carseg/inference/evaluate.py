@@ -28,7 +28,7 @@ from carseg.data.datamodule import prepare_root
 from carseg.data.dataset import CarvanaDataset
 from carseg.data.file_checks import usable_ids
 from carseg.data.image_io import read_mask, save_mask
-from carseg.data.split import SplitRecord, car_id, cars_of, split_by_car
+from carseg.data.split import SplitRecord, car_id, cars_of, check_car_ids, split_by_car
 from carseg.inference.loop import (
     InferenceModule,
     ScoringSet,
@@ -53,6 +53,7 @@ def images_to_score(
     split: str,
     records: Sequence[SplitRecord | None],
     val_cars: Sequence[str],
+    pattern: str | None = None,
 ) -> list[str]:
     """The image ids of ``split``: the cars no model trained on (``val``), the cars the models
     trained on (``train``) or every image (``all``).
@@ -63,13 +64,15 @@ def images_to_score(
         records: the split each model's checkpoint recorded (one for a single model; None for
             checkpoints made before the record).
         val_cars: the validation cars of this config's own split, used only without a record.
+        pattern: the rule that reads an id's car (``carseg.data.split.car_id``).
 
     Raises:
         ConfigError: an unknown split, a data folder that lacks the checkpoints' cars of it, or
             an ensemble whose models together trained on every car.
     """
     check_choice("split", split, SPLITS)
-    here = set(cars_of(image_ids))
+    check_car_ids(image_ids, pattern)
+    here = set(cars_of(image_ids, pattern))
     if any(r is None for r in records):
         log.warning(
             "A checkpoint does not record its split by car (it predates the record): the "
@@ -109,7 +112,7 @@ def images_to_score(
         )
     if split == "train":
         log.warning("split=train scores the cars the model trained on: not a validation score")
-    return [i for i in image_ids if car_id(i) in wanted]
+    return [i for i in image_ids if car_id(i, pattern) in wanted]
 
 
 class ScoreWriter(BasePredictionWriter):
@@ -204,10 +207,16 @@ def evaluate(cfg: DictConfig) -> EvalReport | None:
     check_apart(cfg.data.root, "data.root", cfg.paths.output_dir, "hydra.run.dir")
     root = prepare_root(cfg.data.root, cfg.data.synthetic)
     listed = CarvanaDataset(root, image_dir=cfg.data.image_dir)
+    records = [m.split for m in models]
+    # the rule the training runs read cars by (the config's, for checkpoints before the record)
+    recorded = [r.car_id_pattern for r in records if r is not None]
+    pattern = recorded[0] if recorded else cfg.data.car_id_pattern
     own_val: list[str] = []
-    if any(m.split is None for m in models):
-        own_val = split_by_car(listed.ids, cfg.data.val_fraction, cfg.data.split_seed)[1]
-    ids = images_to_score(listed.ids, cfg.split, [m.split for m in models], cars_of(own_val))
+    if any(r is None for r in records):
+        own_val = split_by_car(
+            listed.ids, cfg.data.val_fraction, cfg.data.split_seed, cfg.data.car_id_pattern
+        )[1]
+    ids = images_to_score(listed.ids, cfg.split, records, cars_of(own_val, pattern), pattern)
     skip = cfg.data.on_bad_file == "skip"
     ids = usable_ids(listed.subset(ids), skip, "data.on_bad_file=skip")
     dataset = listed.subset(ids)
@@ -228,11 +237,12 @@ def evaluate(cfg: DictConfig) -> EvalReport | None:
         worst_masks,
         dataset,
         threshold,
+        pattern,
         extra={
             "checkpoint": [str(m.path) for m in models] if len(models) > 1 else str(models[0].path),
             "data_root": str(root),
             "split": cfg.split,
-            "cars": cars_of(ids),
+            "cars": cars_of(ids, pattern),
             "tta": cfg.tta,
             "model_input_size": [list(s) for s in predictor.sizes]
             if len(models) > 1

@@ -83,6 +83,7 @@ def write_report(
     worst: Mapping[str, np.ndarray],
     dataset: CarvanaDataset,
     threshold: float,
+    car_id_pattern: str | None,
     extra: dict[str, Any] | None = None,
 ) -> EvalReport:
     """Write the report files into ``out_dir``.
@@ -94,13 +95,14 @@ def write_report(
         worst: image id -> predicted mask ``(H, W)`` of the images the gallery shows.
         dataset: where the gallery reads the images and true masks.
         threshold: the threshold the masks were cut at.
+        car_id_pattern: the rule that reads an id's car (None: Kaggle's).
         extra: more values for ``metrics.json``.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = summarise(scores)
     by_view = mean_by(scores, view_of)
     views_cover = all(view_of(i) is not None for i in scores)
-    by_car = mean_by(scores, car_id)
+    by_car = mean_by(scores, lambda i: car_id(i, car_id_pattern))
     ceiling = summarise(ceilings)["mean"] if ceilings else None
     files = {
         "metrics": out_dir / "metrics.json",
