@@ -214,3 +214,37 @@ def test_prediction_skips_unreadable_inputs_lists_them_and_exits_2(tmp_path, mon
         "a.jpg", "b.png", "c.jpg"]  # fmt: skip
     failed = (out / "failed.csv").read_text().splitlines()
     assert failed[0] == "img,reason" and len(failed) == 4
+
+
+def test_sigterm_stops_a_prediction_whole_and_resume_finishes_it(setting, tmp_path, monkeypatch):
+    """SIGTERM (what SLURM and Kubernetes send first) during the third batch: the run stops
+    after writing it, exit 143, every row whole; resume=true writes what a full run writes."""
+    import signal
+
+    from carseg.inference.mask_writer import MaskWriter
+
+    root, ckpt, photos = setting
+    full = _predict(root, ckpt, photos, tmp_path / "full")
+    assert full.returncode == 0, full.stderr[-3000:]
+    write = MaskWriter.write_on_batch_end
+
+    def terminated_in_batch_2(self, trainer, module, prediction, indices, batch, batch_idx, dl):
+        if batch_idx == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # Lightning's handler notes it
+        return write(self, trainer, module, prediction, indices, batch, batch_idx, dl)
+
+    monkeypatch.setattr(MaskWriter, "write_on_batch_end", terminated_in_batch_2)
+    out = tmp_path / "stopped"
+    stopped = _predict(root, ckpt, photos, out)
+    monkeypatch.undo()
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    assert (
+        "Stopped by SIGTERM after 3 input(s)" in stopped.stderr and "resume=true" in stopped.stderr
+    )
+    rows = (out / "rows-rank0.csv").read_text().splitlines()
+    assert len(rows) == 3 and len(list((out / "masks").iterdir())) == 3
+    resumed = _predict(root, ckpt, photos, out, "resume=true")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (out / "submission.csv").read_bytes() == (
+        tmp_path / "full" / "submission.csv"
+    ).read_bytes()

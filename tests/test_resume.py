@@ -174,3 +174,40 @@ def test_a_requeued_job_goes_on_from_its_own_newest_checkpoint(tmp_path, monkeyp
     monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
     assert resolve_resume(None, run, tmp_path, {}, max_epochs=10) is None
     assert resolve_resume("last", run, tmp_path, {}, max_epochs=10).path == str(last)
+
+
+def test_weights_that_do_not_fit_the_model_are_refused_naming_one(tmp_path):
+    net = {"_target_": "carseg.models.unet.UNet", "base_width": 8}
+    path = _saved(tmp_path / "a.ckpt", epoch=0, processed=1, net=net)
+    raw = torch.load(path, weights_only=True)
+    raw["state_dict"] = {"net.inc.weight": torch.zeros(8, 3, 3, 3), "other.bias": torch.zeros(2)}
+    torch.save(raw, path)
+    wanted = {"net.inc.weight": torch.zeros(16, 3, 3, 3), "net.outc.bias": torch.zeros(1)}
+    with pytest.raises(ConfigError, match=r"net.inc.weight is \(8, 3, 3, 3\) there") as err:
+        resolve_resume(str(path), tmp_path, tmp_path, {"net": net}, None, model_state=wanted)
+    assert "1 missing, 1 unexpected, 1 of another shape" in str(err.value)
+
+
+class _HpcPayload:
+    def __reduce__(self):
+        return (exec, ("import pathlib; pathlib.Path('PWNED').write_text('x')",))
+
+
+def test_the_checkpoint_lightnings_slurm_resume_would_load_is_checked_first(tmp_path, monkeypatch):
+    """Under SLURM (SLURM_NTASKS, a job name) Lightning goes on from the run folder's
+    hpc_ckpt_*.ckpt by itself: carseg resumes from it explicitly, through the safe reader, with
+    or without SLURM_RESTART_COUNT, even if TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is set."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.setenv("SLURM_JOB_NAME", "train")
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    run = tmp_path / "run"
+    run.mkdir()
+    good = _saved(run / "hpc_ckpt_1.ckpt", epoch=2, processed=2)
+    assert resolve_resume(None, run, tmp_path, {}, max_epochs=10).path == str(good)
+    torch.save({"epoch": 3, "x": _HpcPayload()}, run / "hpc_ckpt_2.ckpt")
+    os.utime(run / "hpc_ckpt_2.ckpt", ns=(10**19, 10**19))  # the newest
+    with pytest.raises(DataError, match="refused"):
+        resolve_resume(None, run, tmp_path, {}, max_epochs=10)
+    assert not (tmp_path / "PWNED").exists()

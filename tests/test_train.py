@@ -158,7 +158,9 @@ def test_the_same_seed_gives_the_same_run(tmp_path, workers):
         return losses, [p.detach().clone() for p in run.model.parameters()]
 
     (loss_a, weights_a), (loss_b, weights_b) = fit("a", 1), fit("b", 1)
-    assert loss_a == loss_b and all(torch.equal(a, b) for a, b in zip(weights_a, weights_b))
+    assert loss_a == loss_b and all(
+        torch.equal(a, b) for a, b in zip(weights_a, weights_b, strict=True)
+    )
     loss_c, _ = fit("c", 2)
     assert loss_c != loss_a
 

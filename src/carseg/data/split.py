@@ -16,7 +16,6 @@ import numpy as np
 
 from carseg.utils.errors import ConfigError, DataError
 
-
 KAGGLE_CAR_ID = r"(?P<car>.+)_\d{2}"  # 00087a6bd4dc_01: the car, then its view, 01 .. 16
 
 

@@ -40,7 +40,7 @@ from carseg.inference.loop import (
 from carseg.inference.report import EvalReport, write_report
 from carseg.inference.rows import append_row, read_rows
 from carseg.utils.checks import check_apart, check_bool, check_choice, check_int
-from carseg.utils.errors import ConfigError, DataError
+from carseg.utils.errors import ConfigError, DataError, TerminatedError
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +159,8 @@ class ScoreWriter(BasePredictionWriter):
                     heapq.heapreplace(self._kept, entry)
         for name, reason in prediction["failed"]:
             raise DataError(f"Cannot read {name}: {reason}")
+        if trainer.received_sigterm:
+            raise TerminatedError("Stopped by SIGTERM: the evaluation is incomplete, not reported")
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         folder = self.worst_dir(trainer.global_rank)

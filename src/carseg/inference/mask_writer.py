@@ -26,7 +26,7 @@ from carseg.inference.rows import append_row, csv_line, drop_partial_row, read_r
 from carseg.utils import drawing
 from carseg.utils.atomic import atomic_file, write_json, write_text
 from carseg.utils.checks import check_apart
-from carseg.utils.errors import ConfigError, DataError
+from carseg.utils.errors import ConfigError, DataError, TerminatedError
 from carseg.utils.processes import is_first_process
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,7 @@ class MaskWriter(BasePredictionWriter):
         self.outputs = outputs
         self.inputs = list(inputs)  # every input's file name, this attempt's and earlier ones'
         self.result: Merged | None = None
+        self.written = 0  # inputs this process has written (or listed as failed)
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.outputs.masks.mkdir(parents=True, exist_ok=True)
@@ -152,6 +153,13 @@ class MaskWriter(BasePredictionWriter):
         for name, reason in prediction["failed"]:
             log.warning("Skipped %s: %s", name, reason)
             append_row(self.outputs.failures(rank), [name, reason])
+        self.written += len(prediction["names"]) + len(prediction["failed"])
+        if trainer.received_sigterm:  # (Lightning's predict loop does not stop for it)
+            raise TerminatedError(
+                f"Stopped by SIGTERM after {self.written} input(s) of this run; every row "
+                f"written is whole. The same command with resume=true predicts the rest into "
+                f"{self.outputs.folder}"
+            )
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         trainer.strategy.barrier("carseg-merge")  # every process has written its rows

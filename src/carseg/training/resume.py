@@ -14,8 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+from pytorch_lightning.plugins.environments import SLURMEnvironment
+
 from carseg.training.checkpoint_reader import CheckpointRecord, read_checkpoint
-from carseg.utils.errors import ConfigError
+from carseg.utils.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,13 @@ def requeued() -> bool:
     )
 
 
+def lightning_would_resume(output_dir: Path) -> bool:
+    """Whether Lightning would go on from an ``hpc_ckpt_*.ckpt`` of the run folder by itself: it
+    does whenever it believes it runs under SLURM (``SLURM_NTASKS``, a job name other than
+    ``bash``) and finds one. carseg then resumes from it explicitly, so the file is checked."""
+    return SLURMEnvironment.detect() and any(output_dir.glob("hpc_ckpt_*.ckpt"))
+
+
 def newest_in_run(output_dir: Path) -> Path | None:
     """The newest checkpoint a run folder holds to go on from: ``checkpoints/last.ckpt``, or the
     ``hpc_ckpt_*.ckpt`` Lightning's SLURM environment saves when it is told to stop."""
@@ -54,6 +64,7 @@ def resolve_resume(
     runs_dir: Path,
     model_hparams: Mapping[str, Any],
     max_epochs: int | None,
+    model_state: Mapping[str, torch.Tensor] | None = None,
 ) -> ResumePoint | None:
     """The checkpoint to resume from, checked; None to start afresh.
 
@@ -63,11 +74,12 @@ def resolve_resume(
     from scratch. A job SLURM requeued resumes from its own folder's newest checkpoint unasked.
 
     Raises:
-        ConfigError: ``"last"`` and no run to resume; a checkpoint of another network; a run
-            that already trained ``max_epochs`` epochs.
+        ConfigError: ``"last"`` and no run to resume; a checkpoint of another network, or whose
+            weights do not fit ``model_state`` (the model's ``state_dict``); a run that already
+            trained ``max_epochs`` epochs.
         DataNotFoundError, DataError: a path that is missing, not a checkpoint, or unsafe.
     """
-    if requeued() and newest_in_run(output_dir) is not None:
+    if (requeued() or lightning_would_resume(output_dir)) and newest_in_run(output_dir):
         # whatever the command says to start from: the job's own progress is newer
         ckpt_path = str(newest_in_run(output_dir))
         log.info("SLURM requeued this job: it goes on from %s", ckpt_path)
@@ -91,6 +103,8 @@ def resolve_resume(
     raw = read_checkpoint(path)  # refuses a missing, foreign or booby-trapped file
     record = CheckpointRecord.from_checkpoint(raw, path)
     _check_same_net(path, record.model.get("net", {}), model_hparams.get("net", {}))
+    if model_state is not None:
+        _check_weights(path, raw.get("state_dict"), model_state)
     epochs_done = finished_epochs(raw)
     if max_epochs is not None and max_epochs >= 0 and epochs_done >= max_epochs:
         raise ConfigError(
@@ -124,4 +138,29 @@ def _check_same_net(path: Path, saved: Mapping[str, Any], wanted: Mapping[str, A
             f"{path} was trained with {show(saved)}, but this run's model has {show(wanted)}: its "
             f"weights do not fit. Resume with the run's model settings (add {show(saved)}, or the "
             "run's model=/experiment= choice)"
+        )
+
+
+def _check_weights(path: Path, saved: Any, wanted: Mapping[str, torch.Tensor]) -> None:
+    """Refuse weights that would not load: the first missing, unexpected or misshapen tensor."""
+    if not isinstance(saved, Mapping):
+        raise DataError(f"{path} holds no weights (no state_dict): not a training checkpoint")
+    missing = [k for k in wanted if k not in saved]
+    unexpected = [k for k in saved if k not in wanted]
+    shapes = [
+        k
+        for k in wanted
+        if k in saved and tuple(getattr(saved[k], "shape", ())) != tuple(wanted[k].shape)
+    ]
+    if missing or unexpected or shapes:
+        first = (
+            f"{shapes[0]} is {tuple(saved[shapes[0]].shape)} there, "
+            f"{tuple(wanted[shapes[0]].shape)} here"
+            if shapes
+            else (f"{missing[0]} is missing" if missing else f"{unexpected[0]} is not this model's")
+        )
+        raise ConfigError(
+            f"{path}: its weights do not fit this run's model ({first}; {len(missing)} missing, "
+            f"{len(unexpected)} unexpected, {len(shapes)} of another shape). Resume with the "
+            "run's own model settings, or from one of its checkpoints"
         )

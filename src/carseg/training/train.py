@@ -93,6 +93,7 @@ def build(cfg: DictConfig, multirun: bool = False) -> Run:
         runs_dir=Path(cfg.paths.log_dir) / cfg.task_name / "runs",
         model_hparams=model.hparams,
         max_epochs=trainer_cfg.get("max_epochs"),
+        model_state=model.state_dict(),
     )
     if resume is not None and hasattr(datamodule, "expect_split"):
         datamodule.expect_split(resume.record.split)

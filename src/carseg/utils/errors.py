@@ -20,9 +20,10 @@ def first_line(err: BaseException) -> str:
 
 
 def exit_user_error(err: BaseException) -> NoReturn:
-    """Print ``error: <message>`` on stderr and exit with ``USER_ERROR``."""
+    """Print ``error: <message>`` on stderr and exit with ``USER_ERROR`` (or the error's own
+    ``exit_code``: a run stopped by a signal)."""
     print(f"error: {err}", file=sys.stderr)
-    raise SystemExit(USER_ERROR) from None
+    raise SystemExit(getattr(err, "exit_code", USER_ERROR)) from None
 
 
 class CarsegError(Exception):
@@ -47,6 +48,13 @@ class TrainingDivergedError(CarsegError, ArithmeticError):
 
 class DiskFullError(CarsegError, OSError):
     """A file could not be written: no space left on the device."""
+
+
+class TerminatedError(CarsegError):
+    """A run stopped by SIGTERM (what SLURM and Kubernetes send first) at a consistent point:
+    exit status 143, as for a process the signal ended."""
+
+    exit_code = 128 + 15
 
 
 class UnreadableFileError(DataError):
