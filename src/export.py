@@ -15,7 +15,7 @@ from carseg.inference.export import FORMATS, SUFFIXES, export
 from carseg.inference.loading import load_model
 from carseg.models.registry import trusting
 from carseg.runs.entrypoint import run, user_errors_exit
-from carseg.utils.checks import check_bool, check_choice, check_required
+from carseg.utils.checks import check_bool, check_choice, check_required, check_writable
 from carseg.utils.errors import ConfigError
 
 
@@ -31,6 +31,7 @@ def main(cfg: DictConfig) -> None:
             raise ConfigError(f"output={output} is the checkpoint it exports: give another output")
         if output.exists() and not check_bool("overwrite", cfg.overwrite):
             raise ConfigError(f"{output} exists: give another output=..., or overwrite=true")
+        check_writable(output.parent, "output's folder")
         path, diff = export(model, record, output, cfg.format)
     print(f"\nexported:  {path} ({cfg.format})")
     print(f"parity:    max |logits - eager logits| = {diff:.3g}")

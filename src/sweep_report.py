@@ -28,12 +28,16 @@ def main(argv: list[str] | None = None) -> None:
         type=Path,
         help="the multirun folder (default: the newest under outputs/train/multiruns)",
     )
+    parser.add_argument(
+        "--out", type=Path, help="where sweep_report.csv and .png go (default: the sweep folder)"
+    )
+    parser.add_argument("--no-write", action="store_true", help="print the table, write nothing")
     args = parser.parse_args(argv)
     with user_errors_exit():
         sweep_dir = args.sweep_dir or latest_sweep(
             project_root() / "outputs" / "train" / "multiruns"
         )
-        print(report(sweep_dir).text)
+        print(report(sweep_dir, write=not args.no_write, out_dir=args.out).text)
 
 
 if __name__ == "__main__":

@@ -18,13 +18,16 @@ from carseg.inference.loading import load_model
 from support.entry import TINY_TRAIN, run_entry, run_script
 from support.refusals import (
     Row,
+    a_file,
     assert_refused,
     assert_refused_by_a_subprocess,
     checkpoint,
     data_folder,
+    data_with,
     empty_dir,
     foreign_checkpoint,
     not_a_checkpoint,
+    onnx_file,
 )
 
 pytestmark = pytest.mark.slow
@@ -207,6 +210,24 @@ REFUSED = [
     Row("eval of a folder without the checkpoint's validation cars", "eval",
         lambda t: [f"ckpt_path={checkpoint(t)}", "data=carvana", f"data.root={data_folder(t)}"],
         ["lacks 1 of the checkpoint's 1 val car(s)", "car2", "data.root"]),
+    Row("a checkpoint path that is a folder", "eval", lambda t: [f"ckpt_path={empty_dir(t)}"],
+        ["is a folder, not a checkpoint file"]),
+    Row("random bytes as a checkpoint", "eval",
+        lambda t: [f"ckpt_path={onnx_file(t, 'random')}"],
+        ["is not a PyTorch checkpoint (it does not start as torch.save's zip archive)"]),
+    Row("a mask of another size than its image", "eval",
+        lambda t: [f"ckpt_path={checkpoint(t)}", "data=carvana",
+                   f"data.root={data_with(t, 'mask_size')}", "split=all"],
+        ["mask is 30x20 but its image is 48x32", "data.on_bad_file=skip"]),
+    Row("a colour photo as a mask", "eval",
+        lambda t: [f"ckpt_path={checkpoint(t)}", "data=carvana",
+                   f"data.root={data_with(t, 'photo_mask')}", "split=all"],
+        ["not a black-and-white mask", "Is it a photo?", "_mask.png"]),
+    Row("data.root that is a file", "eval",
+        lambda t: [f"ckpt_path={checkpoint(t)}", "data=carvana", f"data.root={a_file(t)}"],
+        ["is a file, not a folder"]),
+    Row("ceiling=perhaps", "eval", lambda t: [f"ckpt_path={checkpoint(t)}", "ceiling=perhaps"],
+        ["ceiling must be true or false"]),
 ]  # fmt: skip
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from carseg.data.rle import read_rle_csv, rle_decode
 from support.entry import run_script
-from support.refusals import Row, assert_refused
+from support.refusals import Row, assert_refused, checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -47,6 +47,9 @@ def test_export_matches_eager_and_onnx_predicts_like_the_checkpoint(trained, tmp
 REFUSED = [
     Row("export in an unknown format", "export", lambda t: ["ckpt_path=x", "format=tflite"],
         ["format='tflite'", "onnx"]),
+    Row("output= the checkpoint itself", "export",
+        lambda t: [f"ckpt_path={checkpoint(t)}", f"output={checkpoint(t)}", "overwrite=true"],
+        ["is the checkpoint it exports"]),
 ]  # fmt: skip
 
 

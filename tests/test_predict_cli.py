@@ -18,7 +18,15 @@ from carseg.data.synthetic import generate_dataset
 from carseg.inference.loading import load_model
 from support.configs import build_model, predictor
 from support.entry import run_entry, run_script
-from support.refusals import Row, assert_refused, checkpoint, empty_dir, photos
+from support.refusals import (
+    Row,
+    assert_refused,
+    checkpoint,
+    earlier_prediction,
+    empty_dir,
+    onnx_file,
+    photos,
+)
 
 
 @pytest.fixture(scope="module")
@@ -185,6 +193,38 @@ REFUSED = [
     Row("predict inputs that share a name", "predict",
         lambda t: [f"ckpt_path={checkpoint(t)}", f"input={photos(t, ('car.jpg', 'car.png'))}"],
         ["car.jpg, car.png -> masks/car_mask.png", "Rename"]),
+    Row("an output_dir that holds the input, with overwrite=true", "predict",
+        lambda t: [f"ckpt_path={checkpoint(t)}", f"input={earlier_prediction(t) / 'masks'}",
+                   f"output_dir={t / 'pred'}", "overwrite=true"],
+        ["holds what this command reads", "masks"]),
+    Row("an output_dir that holds the input, with resume=true", "predict",
+        lambda t: [f"ckpt_path={checkpoint(t)}", f"input={earlier_prediction(t) / 'masks'}",
+                   f"output_dir={t / 'pred'}", "resume=true"],
+        ["holds what this command reads"]),
+    Row("size of 100000 pixels a side", "predict",
+        lambda t: [f"ckpt_path={checkpoint(t)}", f"input={photos(t)}", "size=[100000,100000]"],
+        ["at most 8192 pixels a side"]),
+    Row("tile=[1,1]", "predict",
+        lambda t: [f"ckpt_path={checkpoint(t)}", f"input={photos(t)}", "tile=[1,1]"],
+        ["tile must be [height, width] in pixels, each at least 32"]),
+    Row("tta=abc", "predict",
+        lambda t: [f"ckpt_path={checkpoint(t)}", f"input={photos(t)}", "tta=abc"],
+        ["tta must be true or false, got 'abc'"]),
+    Row("overlays=maybe", "predict",
+        lambda t: [f"ckpt_path={checkpoint(t)}", f"input={photos(t)}", "overlays=maybe"],
+        ["overlays must be true or false"]),
+    Row("a truncated ONNX file", "predict",
+        lambda t: [f"onnx_path={onnx_file(t, 'truncated')}", f"input={photos(t)}"],
+        ["truncated.onnx is not an ONNX file", "src/export.py"]),
+    Row("random bytes as an ONNX file", "predict",
+        lambda t: [f"onnx_path={onnx_file(t, 'random')}", f"input={photos(t)}"],
+        ["random.onnx is not an ONNX file"]),
+    Row("a text file as an ONNX file", "predict",
+        lambda t: [f"onnx_path={onnx_file(t, 'text')}", f"input={photos(t)}"],
+        ["text.onnx is not an ONNX file"]),
+    Row("a missing ONNX file", "predict",
+        lambda t: [f"onnx_path={t / 'nowhere.onnx'}", f"input={photos(t)}"],
+        ["ONNX model not found", "nowhere.onnx"]),
 ]  # fmt: skip
 
 

@@ -21,10 +21,14 @@ from carseg.training.segmentation_module import SegmentationModule
 from support.entry import REPO, TINY_TRAIN, run_entry, run_script
 from support.refusals import (
     Row,
+    a_file,
     assert_refused,
     assert_refused_by_a_subprocess,
     checkpoint,
+    data_folder,
+    data_with,
     earlier_run,
+    plain_state_dict,
 )
 
 TINY = TINY_TRAIN
@@ -268,6 +272,10 @@ def test_optuna_sweep_end_to_end_then_report(tmp_path):
     assert (sweep / CSV_FILE).is_file() and (sweep / PLOT_FILE).is_file()
 
 
+# the tiny run on a data folder given as data.root
+TINY_CARVANA = ["data=carvana", "data.size=[32,48]", "data.num_workers=0", "model=unet_small",
+                "model.net.base_width=4", "trainer.max_epochs=2"]  # fmt: skip
+
 # A user's mistake, one row each: one message, exit 2, nothing written (support.refusals).
 REFUSED = [
     Row("unknown key", "train", lambda t: ["foo=1"], ["foo"]),
@@ -309,7 +317,40 @@ REFUSED = [
         ["ckpt_path=last", "nothing to resume"]),
     Row("a new run in an earlier run's folder", "train",
         lambda t: [*TINY_TRAIN, f"hydra.run.dir={earlier_run(t)}"],
-        ["old_run already holds a run", "summary.json", "ckpt_path=last"]),
+        ["old_run already holds a run", "summary.json", "it saved no checkpoint to resume from"]),
+    Row("trainer.max_epochs=abc", "train", lambda t: [*TINY_TRAIN, "trainer.max_epochs=abc"],
+        ["trainer.max_epochs must be an integer >= -1 or null, got 'abc'"]),
+    Row("trainer.max_time in words", "train",
+        lambda t: [*TINY_TRAIN, "trainer.max_time='ten minutes'"],
+        ["trainer.max_time must be days:hours:minutes:seconds"]),
+    Row("seed=abc", "train", lambda t: [*TINY_TRAIN, "seed=abc"],
+        ["seed must be an integer >= 0 (or null for a random run), got 'abc'"]),
+    Row("data.crop_on_car=abc", "train", lambda t: [*TINY_TRAIN, "data.crop_on_car=abc"],
+        ["data.crop_on_car must be a share from 0 to 1"]),
+    Row("data.augment=sometimes", "train", lambda t: [*TINY_TRAIN, "data.augment=sometimes"],
+        ["data.augment must be true or false"]),
+    Row("an SGD momentum torch refuses", "train",
+        lambda t: [*TINY_TRAIN, "model/optimizer=sgd", "model.optimizer.momentum=-1"],
+        ["model.optimizer (torch.optim.sgd.SGD)", "momentum"]),
+    Row("an option the optimiser does not take", "train",
+        lambda t: [*TINY_TRAIN, "+model.optimizer.momentum=0.9"],
+        ["torch.optim.adam.Adam takes no argument momentum"]),
+    Row("resume from a file of weights alone", "train",
+        lambda t: [*TINY_TRAIN, f"ckpt_path={plain_state_dict(t)}"],
+        ["weights.pt is not a carseg training checkpoint"]),
+    Row("data.root that is a file", "train",
+        lambda t: [*TINY_CARVANA, f"data.root={a_file(t)}"],
+        ["is a file, not a folder"]),
+    Row("a colour photo as a mask", "train",
+        lambda t: [*TINY_CARVANA, f"data.root={data_with(t, 'photo_mask')}"],
+        ["not a black-and-white mask", "Is it a photo?"]),
+    Row("a symbolic link in train/ that loops", "train",
+        lambda t: [*TINY_CARVANA, f"data.root={data_with(t, 'loop')}"],
+        ["_01.jpg", "a symbolic link that loops or points to nothing"]),
+    Row("the run folder inside the data folder", "train",
+        lambda t: [*TINY_CARVANA, f"data.root={data_folder(t)}",
+                   f"hydra.run.dir={data_folder(t) / 'run'}"],
+        ["is inside what this command reads (data.root="]),
 ]  # fmt: skip
 
 

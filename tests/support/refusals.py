@@ -73,9 +73,9 @@ def foreign_checkpoint(tmp: Path) -> Path:
 
 def data_folder(tmp: Path) -> Path:
     """A small data set in Kaggle's layout (2 cars), other cars than the checkpoint's."""
-    from carseg.data.synthetic import generate_dataset
+    from carseg.data.synthetic import ensure_dataset
 
-    return generate_dataset(tmp / "data", n_cars=2, height=32, width=48, seed=0)
+    return ensure_dataset(tmp / "data", n_cars=2, height=32, width=48, seed=0)
 
 
 def empty_dir(tmp: Path) -> Path:
@@ -90,6 +90,65 @@ def earlier_run(tmp: Path) -> Path:
     (folder / ".hydra" / "config.yaml").write_text("model: {}\n")
     (folder / "summary.json").write_text('{"status": "completed"}\n')
     return folder
+
+
+def onnx_file(tmp: Path, kind: str) -> Path:
+    """An ``.onnx`` that is not one: ``truncated`` (half of a real export's bytes), ``random``
+    bytes, or ``text``."""
+    path = tmp / f"{kind}.onnx"
+    if kind == "truncated":
+        from carseg.inference.export import export_onnx
+        from carseg.training.checkpoint_reader import CheckpointRecord
+
+        model = build_model(base_width=2, depth=1).eval()
+        full = export_onnx(model, CheckpointRecord(dict(model.hparams), (32, 48), 0.5, None),
+                           tmp / "full.onnx")  # fmt: skip
+        path.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+        full.unlink()
+    elif kind == "random":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    else:
+        path.write_text("not a model\n")
+    return path
+
+
+def earlier_prediction(tmp: Path) -> Path:
+    """The folder of an earlier prediction, with its masks (outside outputs/)."""
+    folder = tmp / "pred"
+    (folder / "masks").mkdir(parents=True, exist_ok=True)
+    for name in ("a", "b"):
+        Image.fromarray(np.zeros((40, 60), np.uint8)).save(folder / "masks" / f"{name}_mask.png")
+    (folder / "submission.csv").write_text("img,rle_mask\na.png,\nb.png,\n")
+    return folder
+
+
+def data_with(tmp: Path, flaw: str) -> Path:
+    """A data folder of 2 generated cars with one ``flaw``: ``mask_size`` (a mask of another
+    size than its image), ``photo_mask`` (a colour photo as a mask), ``loop`` (a symbolic link
+    in train/ that points at itself)."""
+    root = data_folder(tmp)
+    first = sorted((root / "train").iterdir())[0]
+    mask = root / "train_masks" / f"{first.stem}_mask.gif"
+    if flaw == "mask_size":
+        Image.fromarray(np.zeros((20, 30), np.uint8)).save(mask)
+    elif flaw == "photo_mask":
+        Image.open(first).convert("RGB").save(mask.with_suffix(".png"))
+        mask.unlink()
+    elif flaw == "loop":  # the image's name, its mask beside it, the link pointing at itself
+        first.unlink()
+        first.symlink_to(first)
+    return root
+
+
+def plain_state_dict(tmp: Path) -> Path:
+    """A file of weights alone (``torch.save(model.state_dict())``), not a training checkpoint."""
+    torch.save(build_model(base_width=2, depth=1).state_dict(), tmp / "weights.pt")
+    return tmp / "weights.pt"
+
+
+def a_file(tmp: Path) -> Path:
+    (tmp / "data.txt").write_text("not a folder\n")
+    return tmp / "data.txt"
 
 
 @dataclass(frozen=True)
@@ -113,7 +172,7 @@ def assert_refused(row: Row, tmp: Path) -> None:
     after = {k: v for k, v in snapshot(tmp).items() if not k.startswith("outputs")}
     assert after == before  # nothing outside outputs/ written or changed
     outputs = tmp / "outputs"
-    assert not (outputs / "data").exists()  # no data generated
+    assert not list((outputs / "data").glob("synthetic-*"))  # no data generated
     assert not list(outputs.rglob("*.ckpt"))  # nothing trained
     assert not list(outputs.glob("*/runs/*"))  # and no run folder left behind
 

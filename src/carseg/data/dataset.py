@@ -114,6 +114,8 @@ class CarvanaDataset(Dataset):
         self.cache = cache
         self.image_dir = self.root / image_dir
         self.transform = transform
+        if self.root.exists() and not self.root.is_dir():
+            raise DataError(f"data.root={self.root} is a file, not a folder\n{LAYOUT_HELP}")
         if not self.root.is_dir():
             raise DataNotFoundError(f"Carvana data folder not found: {self.root}\n{LAYOUT_HELP}")
         if not self.image_dir.is_dir():

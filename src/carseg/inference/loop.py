@@ -85,7 +85,11 @@ class ScoringSet(PredictionSet):
         image_id = self.dataset.ids[index]
         item = self.item(image_id, self.paths[index])
         if "error" not in item:
-            truth = self.dataset.load_mask(image_id, item["size"])
+            try:
+                truth = self.dataset.load_mask(image_id, item["size"])
+            except UnreadableFileError as err:
+                reason = f"its mask {Path(err.path).name} {err.reason}"
+                return {"name": image_id, "path": self.paths[index], "error": reason}
             if truth.shape != tuple(item["size"]):
                 h, w = item["size"]
                 raise DataError(

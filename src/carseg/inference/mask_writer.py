@@ -43,7 +43,7 @@ def check_output_dir(output_dir: Path, inputs: Path, overwrite: bool) -> None:
     Raises:
         ConfigError: what would have been overwritten, and how to go on.
     """
-    check_apart(inputs, "input", output_dir, "output_dir")
+    check_apart(inputs, "input", output_dir, "output_dir", file_in_folder=True)
     output_dir = output_dir.resolve()
     earlier = [p for p in (output_dir / "masks", output_dir / "submission.csv") if p.exists()]
     if earlier and not overwrite:

@@ -31,7 +31,7 @@ from carseg.inference.mask_writer import (
     merge,
     plan,
 )
-from carseg.utils.checks import check_bool, check_required
+from carseg.utils.checks import check_bool, check_required, check_writable
 from carseg.utils.errors import ConfigError
 from carseg.utils.processes import is_first_process
 
@@ -49,6 +49,8 @@ def predict(cfg: DictConfig) -> tuple[Merged | None, Outputs, int]:
         ConfigError, DataError, DataNotFoundError: a bad option, model, input or output folder.
     """
     check_required(cfg, "input", "an image file or a folder of images, e.g. input=photos/")
+    for key in ("resume", "overwrite", "overlays"):
+        check_bool(key, cfg[key])
     if cfg.resume and cfg.overwrite:
         raise ConfigError("resume=true and overwrite=true: choose one")
     trainer_cfg = inference_trainer_config(cfg)
@@ -68,6 +70,7 @@ def predict(cfg: DictConfig) -> tuple[Merged | None, Outputs, int]:
     outputs = Outputs(Path(cfg.output_dir), overlays=cfg.overlays)
     if is_first_process():  # the other processes follow the first's checks
         check_output_dir(outputs.folder, Path(cfg.input), cfg.overwrite or cfg.resume)
+        check_writable(outputs.folder, "output_dir")
         if cfg.overwrite:
             clear(outputs)
     settings = {

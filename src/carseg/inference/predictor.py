@@ -19,8 +19,10 @@ from torch import nn
 from carseg.data.transforms import inference_transforms, resize_image
 from carseg.inference.tiling import tiled_probabilities
 from carseg.models.metrics import dice_per_image
-from carseg.utils.checks import check_int, check_size
+from carseg.utils.checks import check_bool, check_int, check_size
 from carseg.utils.errors import ConfigError
+
+MIN_TILE = 32  # pixels a side
 
 
 def size_key(size: Sequence[int]) -> str:
@@ -98,8 +100,10 @@ class Predictor(nn.Module):
             raise ConfigError("a Predictor needs one size for each of at least one model")
         self.models = nn.ModuleList(models)
         self.sizes = [check_size("size", list(size)) for size in sizes]
-        self.tta = bool(tta)
-        self.tile = None if tile is None else check_size("tile", list(tile))
+        self.tta = check_bool("tta", tta)
+        # a tile smaller than this is mostly border: slow (154 s for three tiny images at 1x1)
+        # and wrong near its edges
+        self.tile = None if tile is None else check_size("tile", tile, minimum=MIN_TILE)
         if self.tile is not None:
             check_int("tile_overlap", tile_overlap, 0)
             if tile_overlap >= min(self.tile):

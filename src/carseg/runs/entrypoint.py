@@ -18,7 +18,14 @@ from hydra.errors import InstantiationException
 
 from carseg.runs import config  # noqa: F401  (registers the resolvers conf/ uses)
 from carseg.runs.run_folder import job_started, made_by_this_run, reset_job_started
-from carseg.utils.errors import USER_ERROR, CarsegError, ConfigError, exit_user_error
+from carseg.utils.errors import (
+    USER_ERROR,
+    CarsegError,
+    ConfigError,
+    TrainingDivergedError,
+    exit_user_error,
+    from_os_error,
+)
 
 # Lightning 2.6 trips torch 2.13's deprecation of pytree's LeafSpec on every run: nothing to act on.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
@@ -74,7 +81,9 @@ def run(main: Callable[[], object]) -> None:
 
 @contextlib.contextmanager
 def user_errors_exit(run_dir: str | Path | None = None) -> Iterator[None]:
-    """Print a ``CarsegError`` (also when Hydra's instantiate wrapped it) and exit with status 2.
+    """Print a ``CarsegError`` (also when Hydra's instantiate wrapped it), a full disk or a
+    destination that cannot be written (``carseg.utils.errors.from_os_error``), and exit with
+    status 2.
 
     Other exceptions are bugs and keep their traceback.
 
@@ -85,18 +94,26 @@ def user_errors_exit(run_dir: str | Path | None = None) -> Iterator[None]:
     """
     try:
         yield
-    except (CarsegError, InstantiationException) as err:
-        cause = err if isinstance(err, CarsegError) else err.__cause__
+    except (CarsegError, InstantiationException, OSError, RuntimeError) as err:
+        cause = err.__cause__ if isinstance(err, InstantiationException) else err
         if not isinstance(cause, CarsegError):
+            cause = from_os_error(cause) if isinstance(cause, OSError | RuntimeError) else None
+        if cause is None:
             raise
-        if run_dir is not None:
+        if run_dir is not None and not isinstance(cause, TrainingDivergedError):
             _discard_if_empty(Path(run_dir))
         exit_user_error(cause)
 
 
+# What makes a refused run's folder worth keeping: something to resume from, or results.
+WORTH_KEEPING = ("*.ckpt", "masks", "metrics.json", "submission.csv", "rows-rank*.csv")
+
+
 def _discard_if_empty(run_dir: Path) -> None:
+    """Remove the folder of a run this process made that stopped with nothing worth keeping
+    (only Hydra's records, logs, TensorBoard events, a summary of the failure), so that the
+    fixed command can run there again."""
     if not made_by_this_run(run_dir) or not run_dir.is_dir():
         return
-    kept = [p for p in run_dir.iterdir() if p.name != ".hydra" and p.suffix != ".log"]
-    if not kept:
+    if not any(next(run_dir.rglob(pattern), None) for pattern in WORTH_KEEPING):
         shutil.rmtree(run_dir, ignore_errors=True)

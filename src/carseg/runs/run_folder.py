@@ -18,6 +18,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, read_write
 
+from carseg.utils.checks import check_writable
 from carseg.utils.errors import ConfigError, exit_user_error
 from carseg.utils.processes import is_first_process, started_by_launcher
 
@@ -73,10 +74,16 @@ def check_run_folder(folder: Path, *, ckpt_path: Any, overwrite: bool) -> None:
         resolved = Path(str(ckpt_path)).expanduser().resolve()
         if folder.resolve() in resolved.parents:
             return
+    resumable = (folder / "checkpoints" / "last.ckpt").is_file()
+    how = (
+        "or resume that run with ckpt_path=last"
+        if resumable
+        else "or delete it: it saved no checkpoint to resume from"
+    )
     raise ConfigError(
         f"The run folder {folder} already holds a run ({', '.join(found)}): this run would "
         "overwrite its records and mix its checkpoints with this one's. Leave hydra.run.dir out "
-        "for a new folder, give another one, or resume that run with ckpt_path=last"
+        f"for a new folder, give another one, {how}"
     )
 
 
@@ -92,6 +99,11 @@ def claim(folder: Path) -> Path:
             number += 1
             candidate = Path(f"{folder}-{number}")
             continue
+        except OSError as err:
+            raise ConfigError(
+                f"Cannot make the run folder {candidate} ({err.strerror or err}): send runs to a "
+                "folder you can write with paths.log_dir=<folder> (or hydra.run.dir=<folder>)"
+            ) from None
         _made_here.add(candidate.resolve())
         return candidate
 
@@ -112,23 +124,29 @@ class RunFolderGuard(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         folder = Path(config.hydra.run.dir)
         chosen = any(o.startswith("hydra.run.dir=") for o in config.hydra.overrides.hydra)
-        if not chosen and is_first_process():
-            claimed = claim(folder)
-            if claimed != folder:
-                with read_write(config.hydra.run):
-                    config.hydra.run.dir = str(claimed)
-            return
         try:
+            if not chosen and is_first_process():
+                claimed = claim(folder)
+                if claimed != folder:
+                    with read_write(config.hydra.run):
+                        config.hydra.run.dir = str(claimed)
+                return
             check_run_folder(
                 folder,
                 ckpt_path=config.get("ckpt_path"),
-                overwrite=bool(config.get("overwrite") or config.get("resume")),
+                overwrite=config.get("overwrite") is True or config.get("resume") is True,
             )
+            if is_first_process():
+                check_writable(folder, "hydra.run.dir")
         except ConfigError as err:
             exit_user_error(err)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = Path(config.hydra.sweep.dir)
+        try:
+            check_writable(sweep, "hydra.sweep.dir")
+        except ConfigError as err:
+            exit_user_error(err)
         jobs = [p for p in sweep.iterdir() if (p / ".hydra").is_dir()] if sweep.is_dir() else []
         if jobs:
             exit_user_error(

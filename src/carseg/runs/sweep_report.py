@@ -27,6 +27,7 @@ import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from carseg.utils.atomic import atomic_file
 from carseg.utils.errors import CarsegError
 
 SUMMARY_FILE = "summary.json"
@@ -126,9 +127,12 @@ def read_job(path: Path) -> Job:
     overrides: dict[str, str] = {}
     if overrides_file.is_file():
         try:
-            overrides = parse_overrides(yaml.safe_load(overrides_file.read_text()) or [])
-        except yaml.YAMLError:
-            overrides = {}
+            content = yaml.safe_load(overrides_file.read_text()) or []
+        except (yaml.YAMLError, UnicodeDecodeError, OSError):
+            content = []
+        # Hydra writes a list of "key=value" strings; anything else is not read as overrides
+        if isinstance(content, list):
+            overrides = parse_overrides([str(line) for line in content if line is not None])
     summary_file = path / SUMMARY_FILE
     if not summary_file.is_file():
         return Job(path.name, path, overrides, None, f"{NO_RESULT} (no {SUMMARY_FILE})")
@@ -152,6 +156,8 @@ def collect_jobs(sweep_dir: str | Path) -> list[Job]:
         SweepNotFoundError: the folder does not exist, is a single run, or holds no job folders.
     """
     sweep = Path(sweep_dir).expanduser()
+    if sweep.exists() and not sweep.is_dir():
+        raise SweepNotFoundError(f"{sweep} is a file, not a sweep folder\n{SWEEP_LAYOUT}")
     if not sweep.is_dir():
         raise SweepNotFoundError(f"Sweep folder not found: {sweep}\n{SWEEP_LAYOUT}")
     if (sweep / ".hydra").is_dir() and not any(
@@ -262,7 +268,7 @@ CSV_COLUMNS = (
 def write_csv(report: SweepReport, path: Path) -> Path:
     """One row per job, best first: rank, job, status, the summary's numbers, every override."""
     keys = [*report.varying, *report.shared]
-    with path.open("w", newline="") as f:
+    with atomic_file(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["rank", "job", "status", *CSV_COLUMNS, *keys])
         for i, job in enumerate(report.jobs, 1):
@@ -353,7 +359,8 @@ def plot_report(report: SweepReport, path: Path) -> Path:
         ax.grid(alpha=0.3)
     if scatter_axes:
         scatter_axes[0].legend(fontsize=8)
-    fig.savefig(path, dpi=100)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     return path
 
 
@@ -369,15 +376,31 @@ def read_optuna_results(sweep_dir: Path) -> dict[str, Any] | None:
     return content if isinstance(content, dict) else None
 
 
-def report(sweep_dir: str | Path, write: bool = True) -> SweepReport:
-    """Read a sweep folder, rank its jobs, and (``write``) save the CSV and the PNG into it."""
+def report(
+    sweep_dir: str | Path, write: bool = True, out_dir: str | Path | None = None
+) -> SweepReport:
+    """Read a sweep folder, rank its jobs, and (``write``) save the CSV and the PNG into it, or
+    into ``out_dir``.
+
+    Raises:
+        SweepNotFoundError: not a sweep folder.
+        CarsegError: the report files cannot be written there (a read-only folder).
+    """
     sweep = Path(sweep_dir).expanduser()
     jobs = rank(collect_jobs(sweep))
     varying, shared = split_overrides(jobs)
     result = SweepReport(sweep, jobs, varying, shared, read_optuna_results(sweep))
     if write:
-        result.csv_path = write_csv(result, sweep / CSV_FILE)
-        result.plot_path = plot_report(result, sweep / PLOT_FILE)
+        folder = Path(out_dir).expanduser() if out_dir is not None else sweep
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            result.csv_path = write_csv(result, folder / CSV_FILE)
+            result.plot_path = plot_report(result, folder / PLOT_FILE)
+        except OSError as err:
+            raise CarsegError(
+                f"Cannot write the report into {folder} ({err.strerror or err}): give a folder "
+                "you can write with --out <folder>, or --no-write to print the table only"
+            ) from None
     result.text = format_table(result)
     if write:
         result.text += f"\n\nwritten: {result.csv_path}\n         {result.plot_path}"

@@ -58,7 +58,7 @@ def _disk_full(err: BaseException, path: Path) -> bool:
     if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
     # torch's zip writer reports ENOSPC as "PytorchStreamWriter failed writing file ..."
-    if isinstance(err, RuntimeError) and "write" in str(err):
+    if isinstance(err, RuntimeError) and ("write" in str(err) or "unexpected pos" in str(err)):
         try:
             return shutil.disk_usage(path.parent).free < 16 * 2**20
         except OSError:

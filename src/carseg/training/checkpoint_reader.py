@@ -33,8 +33,15 @@ def read_checkpoint(path: str | Path) -> dict:
         DataError: not a PyTorch checkpoint, or one carrying pickled objects (refused unread).
     """
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not a checkpoint file (checkpoints end in .ckpt)")
     if not path.is_file():
         raise DataNotFoundError(f"Checkpoint not found: {path}")
+    with path.open("rb") as f:
+        start = f.read(4)
+    if start != b"PK\x03\x04":  # torch.save writes a zip archive
+        what = "an empty file" if not start else "it does not start as torch.save's zip archive"
+        raise DataError(f"{path} is not a PyTorch checkpoint ({what})")
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError:
@@ -43,8 +50,11 @@ def read_checkpoint(path: str | Path) -> dict:
             "and unpickling them could run code. carseg's checkpoints never do; load only "
             "checkpoints you trust."
         ) from None
-    except Exception as err:  # not a zip, truncated, another format ...
-        raise DataError(f"{path} is not a PyTorch checkpoint ({first_line(err)})") from None
+    except Exception:  # a zip archive torch cannot read: cut short, or damaged
+        raise DataError(
+            f"{path} is a damaged PyTorch checkpoint (a zip archive torch cannot read: cut "
+            "short while it was written or copied?)"
+        ) from None
     if not isinstance(raw, dict):
         raise DataError(f"{path} is not a training checkpoint (it holds a {type(raw).__name__})")
     return raw

@@ -95,23 +95,33 @@ SCHEDULERS = Registry(
 
 
 def check_optimizer(node: Mapping[str, Any]) -> None:
-    """Refuse an optimiser node that could not be built, before training starts."""
+    """Refuse an optimiser node that could not be built, before training starts: it is built
+    once, over a stand-in parameter, so a value the class refuses is named now."""
     OPTIMIZERS.check(node, "params")
     if "lr" in node:
         check_positive("model.optimizer.lr", node["lr"])
     if "weight_decay" in node:
         check_non_negative("model.optimizer.weight_decay", node["weight_decay"])
+    OPTIMIZERS.build(node, [torch.nn.Parameter(torch.zeros(1))])
 
 
 def check_scheduler(node: Mapping[str, Any]) -> None:
     """Refuse a schedule node that could not be built (an empty node is no schedule)."""
     if node:
         schedule = {k: v for k, v in node.items() if k not in LIGHTNING_KEYS}
-        SCHEDULERS.check(schedule, "optimizer", "progress", "total_steps")
+        cls = SCHEDULERS.check(schedule, "optimizer", "progress", "total_steps")
         if node.get("interval", "epoch") not in ("epoch", "step"):
             raise ConfigError(
                 f"model.scheduler.interval={node['interval']!r}: choose epoch or step"
             )
+        # built once on a stand-in optimiser, so a value the class refuses is named now
+        stand_in = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        extra: dict[str, Any] = {}
+        if issubclass(cls, WarmupCosine):
+            extra["progress"] = lambda: 0.0
+        elif issubclass(cls, torch.optim.lr_scheduler.OneCycleLR):
+            extra["total_steps"] = 10
+        SCHEDULERS.build(schedule, stand_in, **extra)
 
 
 def build_optimizer(

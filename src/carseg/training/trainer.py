@@ -7,7 +7,8 @@ message naming the key.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytorch_lightning as pl
@@ -18,6 +19,77 @@ from hydra.utils import instantiate
 from carseg.utils.checks import require_gpus
 from carseg.utils.errors import ConfigError, first_line
 from carseg.utils.processes import started_by_launcher
+
+
+def _whole(minimum: int, none: bool = True):
+    def check(value: Any) -> bool:
+        return (none and value is None) or (
+            isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+        )
+
+    return check, f"an integer >= {minimum}" + (" or null" if none else "")
+
+
+def _share_or_count(value: Any) -> bool:
+    if isinstance(value, bool) or value is None:
+        return value is None
+    if isinstance(value, int):
+        return value >= 0
+    return isinstance(value, float) and 0.0 <= value <= 1.0
+
+
+_DURATION = re.compile(r"\d+:\d{1,2}:\d{1,2}:\d{1,2}")
+_FLAG = (lambda v: isinstance(v, bool), "true or false")
+# The Trainer's keys Lightning would take as they are and only trip over later (an
+# AssertionError after the sanity check): checked here, each with what it must be.
+TRAINER_VALUES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "max_epochs": _whole(-1),
+    "min_epochs": _whole(0),
+    "max_steps": _whole(-1, none=False),
+    "min_steps": _whole(0),
+    "max_time": (
+        lambda v: v is None or (isinstance(v, str) and bool(_DURATION.fullmatch(v))),
+        "days:hours:minutes:seconds, e.g. 00:00:10:00, or null",
+    ),
+    "check_val_every_n_epoch": _whole(1),
+    "val_check_interval": (
+        lambda v: _whole(1)[0](v) or (isinstance(v, float) and 0.0 < v <= 1.0),
+        "a share of an epoch in (0, 1], a number of batches, or null",
+    ),
+    "log_every_n_steps": _whole(1),
+    "num_sanity_val_steps": _whole(-1),
+    "accumulate_grad_batches": _whole(1, none=False),
+    "num_nodes": _whole(1, none=False),
+    "gradient_clip_val": (
+        lambda v: v is None or (isinstance(v, int | float) and not isinstance(v, bool) and v >= 0),
+        "a number >= 0 or null",
+    ),
+    "limit_train_batches": (_share_or_count, "a share in [0, 1] or a number of batches"),
+    "limit_val_batches": (_share_or_count, "a share in [0, 1] or a number of batches"),
+    "overfit_batches": (_share_or_count, "a share in [0, 1] or a number of batches"),
+    "fast_dev_run": (
+        lambda v: isinstance(v, bool) or (isinstance(v, int) and v >= 0),
+        "true, false or a number of batches",
+    ),
+    "benchmark": (lambda v: v is None or isinstance(v, bool), "true, false or null"),
+    "deterministic": (lambda v: v in (None, True, False, "warn"), "true, false, warn or null"),
+    "sync_batchnorm": _FLAG,
+    "enable_progress_bar": _FLAG,
+    "enable_checkpointing": _FLAG,
+    "enable_model_summary": _FLAG,
+}
+
+
+def check_trainer_values(cfg: Mapping[str, Any]) -> None:
+    """Refuse a ``trainer.*`` value of the wrong kind (``trainer.max_epochs=abc``) before
+    Lightning starts.
+
+    Raises:
+        ConfigError: the key, what it must be, and what it got.
+    """
+    for key, (valid, what) in TRAINER_VALUES.items():
+        if key in cfg and not valid(cfg[key]):
+            raise ConfigError(f"trainer.{key} must be {what}, got {cfg[key]!r}")
 
 
 def resolve_trainer_config(trainer: Mapping[str, Any], multirun: bool = False) -> dict[str, Any]:
@@ -31,6 +103,7 @@ def resolve_trainer_config(trainer: Mapping[str, Any], multirun: bool = False) -
             DDP strategy inside a Hydra multirun (the second process would re-run the sweep).
     """
     cfg = dict(trainer)
+    check_trainer_values(cfg)
     gpus = cfg.pop("gpus", None)
     if gpus is not None:
         if isinstance(gpus, bool) or not (

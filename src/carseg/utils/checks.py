@@ -7,6 +7,7 @@ mistake costs one line of message and exit 2, not a traceback from deep inside a
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -69,15 +70,27 @@ def check_choice(key: str, value: Any, choices: Sequence[str]) -> str:
     return value
 
 
-def check_size(key: str, size: Any) -> tuple[int, int]:
-    """``(height, width)`` from a two-item list of positive integers."""
+MAX_SIDE = 8192  # pixels: the largest side a model is fed (4x Carvana's 1918)
+
+
+def check_size(key: str, size: Any, minimum: int = 1) -> tuple[int, int]:
+    """``(height, width)`` from a two-item list of integers from ``minimum`` to ``MAX_SIDE``
+    (a larger frame asks for tens of GB before the model even runs)."""
     if (
         not isinstance(size, Sequence)
         or isinstance(size, str)
         or len(size) != 2
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in size)
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= minimum for s in size)
     ):
-        raise ConfigError(f"{key} must be [height, width] in pixels, e.g. [320,480]; got {size!r}")
+        least = f", each at least {minimum}" if minimum > 1 else ""
+        raise ConfigError(
+            f"{key} must be [height, width] in pixels{least}, e.g. [320,480]; got {size!r}"
+        )
+    if max(size) > MAX_SIDE:
+        raise ConfigError(
+            f"{key}={list(size)}: at most {MAX_SIDE} pixels a side (Carvana's photos are "
+            "1280x1918); for frames that large, predict in tiles (tile=[h,w])"
+        )
     return int(size[0]), int(size[1])
 
 
@@ -137,18 +150,42 @@ def check_bool(key: str, value: Any) -> bool:
     return value
 
 
-def check_apart(read: Path, read_key: str, write: Path, write_key: str) -> None:
+def check_apart(
+    read: Path, read_key: str, write: Path, write_key: str, *, file_in_folder: bool = False
+) -> None:
     """Refuse a destination that is, holds or lies inside what the command reads: a command never
-    writes into (or clears) a folder it reads from, whatever the nesting.
+    writes into (or clears) a folder it reads from, whatever the nesting. With
+    ``file_in_folder``, an input file stands for the folder holding it.
 
     Raises:
         ConfigError: the two keys, the paths, and the fix.
     """
     read, write = Path(read).expanduser().resolve(), Path(write).expanduser().resolve()
-    source = read if read.is_dir() or not read.exists() else read.parent
+    # an input file: its folder (file_in_folder, predict's input=photo.jpg), or the file itself
+    source = read.parent if file_in_folder and read.is_file() else read
     if write == source or source in write.parents or write in source.parents:
         where = "is" if write == source else ("is inside" if source in write.parents else "holds")
         raise ConfigError(
             f"{write_key}={write} {where} what this command reads ({read_key}={read}): it would "
             f"write into, or clear, its own input. Give {write_key} a place apart from it"
         )
+
+
+def check_writable(folder: Path, key: str) -> Path:
+    """``folder``, made if need be, once a file could be written in it.
+
+    Raises:
+        ConfigError: the folder cannot be made or written (read-only, no permission, a file).
+    """
+    folder = Path(folder).expanduser()
+    probe = folder / f".carseg-write-test-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        why = err.strerror or type(err).__name__
+        raise ConfigError(
+            f"{key}={folder} cannot be written ({why}): give {key} a folder you can write"
+        ) from None
+    return folder

@@ -6,10 +6,26 @@ The entry points print these as one message, without a traceback, and exit with 
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
 import sys
 from typing import NoReturn
 
 USER_ERROR = 2  # the exit status of a command refused for a user's mistake
+
+
+def without_worker_traceback(message: str) -> str:
+    """``"Caught DataError in DataLoader worker process 0. Original Traceback ... DataError:
+    Cannot read x.gif: ..."`` -> ``"Cannot read x.gif: ..."``."""
+    if not message.startswith("Caught ") or "Original Traceback" not in message:
+        return message
+    lines = message.splitlines()
+    for start in range(len(lines) - 1, -1, -1):  # the exception's line: "module.Name: message"
+        head, sep, rest = lines[start].partition(": ")
+        if sep and not lines[start].startswith(" ") and head.rsplit(".", 1)[-1].endswith("Error"):
+            return "\n".join([rest, *lines[start + 1 :]]).strip()
+    return lines[-1]
 
 
 def first_line(err: BaseException) -> str:
@@ -21,8 +37,9 @@ def first_line(err: BaseException) -> str:
 
 def exit_user_error(err: BaseException) -> NoReturn:
     """Print ``error: <message>`` on stderr and exit with ``USER_ERROR`` (or the error's own
-    ``exit_code``: a run stopped by a signal)."""
-    print(f"error: {err}", file=sys.stderr)
+    ``exit_code``: a run stopped by a signal). An error a loader worker raised comes wrapped in
+    the worker's traceback: only the error itself is printed."""
+    print(f"error: {without_worker_traceback(str(err))}", file=sys.stderr)
     raise SystemExit(getattr(err, "exit_code", USER_ERROR)) from None
 
 
@@ -60,7 +77,49 @@ class TerminatedError(CarsegError):
 class UnreadableFileError(DataError):
     """An image or mask file that cannot be read: ``path`` and ``reason`` say which and why."""
 
-    def __init__(self, path, reason: str) -> None:
-        super().__init__(f"Cannot read {path}: {reason}")
+    def __init__(self, path, reason: str | None = None) -> None:
+        # (one argument: the whole message, as torch's DataLoader re-raises a worker's error)
+        super().__init__(f"Cannot read {path}: {reason}" if reason is not None else str(path))
         self.path = path
-        self.reason = reason
+        self.reason = reason if reason is not None else str(path)
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+_READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
+# how torch's zip writer reports a write the disk refused
+_TORCH_WRITE_FAILED = ("PytorchStreamWriter failed writing", "unexpected pos")
+
+
+def from_os_error(err: BaseException) -> CarsegError | None:
+    """The user's error an OS-level failure means, or None for any other failure: a full disk
+    (``ENOSPC``, ``EDQUOT``, or torch's failed write with the disk nearly full) or a destination
+    that cannot be written (read-only, no permission), naming the file and the fix."""
+    if isinstance(err, OSError) and err.errno in _FULL:
+        where = err.filename or "a file"
+        free = _free_mib(err.filename)
+        return DiskFullError(
+            f"No space left on the device while writing {where}{free}. The files written before "
+            "are kept whole; free some space, or send the output elsewhere (paths.log_dir=...)"
+        )
+    if isinstance(err, OSError) and err.errno in _READ_ONLY and err.filename:
+        return ConfigError(
+            f"Cannot write {err.filename}: {err.strerror} (a read-only folder?). Give the "
+            "command a destination you can write (output_dir=, output=, hydra.run.dir=, "
+            "paths.log_dir=)"
+        )
+    if isinstance(err, RuntimeError) and any(s in str(err) for s in _TORCH_WRITE_FAILED):
+        return DiskFullError(
+            f"A file could not be written ({first_line(err)}): is the disk full? The files "
+            "written before are kept whole"
+        )
+    return None
+
+
+def _free_mib(filename: object) -> str:
+    if not filename:
+        return ""
+    try:
+        free = shutil.disk_usage(os.path.dirname(os.path.abspath(str(filename)))).free
+    except OSError:
+        return ""
+    return f" ({free / 2**20:.0f} MiB free)"
