@@ -71,3 +71,22 @@ def test_what_lightning_loads_goes_through_the_safe_reader(tmp_path, monkeypatch
     io = AtomicCheckpointIO()
     io.save_checkpoint({"epoch": 2, "w": torch.ones(2)}, tmp_path / "good.ckpt")
     assert io.load_checkpoint(tmp_path / "good.ckpt")["epoch"] == 2
+
+
+def test_torchs_other_words_for_a_full_disk_are_named_too(tmp_path, monkeypatch):
+    """With no logger the zip writer reports a short write as "unexpected pos"."""
+    import shutil
+
+    path = tmp_path / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"epoch": 1}, path)
+
+    def short_write(obj, f):
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . unexpected pos 640 vs 512")
+
+    monkeypatch.setattr(torch, "save", short_write)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9, 0))
+    with pytest.raises(DiskFullError, match="No space left"):
+        io.save_checkpoint({"epoch": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True)["epoch"] == 1

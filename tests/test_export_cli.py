@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from carseg.data.rle import read_rle_csv, rle_decode
-from support.entry import run_script
+from support.entry import run_entry, run_script
 from support.refusals import Row, assert_refused, checkpoint
 
 pytestmark = pytest.mark.slow
@@ -56,3 +56,17 @@ REFUSED = [
 @pytest.mark.parametrize("row", REFUSED, ids=lambda r: r.name)
 def test_a_mistake_gets_one_message_and_exit_2(row, tmp_path):
     assert_refused(row, tmp_path)
+
+
+def test_a_read_only_destination_is_refused(trained, tmp_path):
+    from support.files import read_only
+
+    root, ckpt, _ = trained
+    mount = tmp_path / "mount"
+    mount.mkdir()
+    with read_only(mount):
+        proc = run_entry(root, "export", f"ckpt_path={ckpt}", f"output={mount / 'm.onnx'}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert (
+        "cannot be written (Read-only file system)" in proc.stderr and list(mount.iterdir()) == []
+    )

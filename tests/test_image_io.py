@@ -342,3 +342,55 @@ def test_random_bytes_as_an_image_give_a_readable_error_or_an_image(tiny_set, tm
         assert "x_01.jpg" in str(err)
     else:
         assert image.ndim == 3 and image.shape[2] == 3
+
+
+def _oriented(path, array: np.ndarray, orientation: int, mode: str | None = None) -> None:
+    image = Image.fromarray(array, mode) if mode else Image.fromarray(array)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    image.save(path, exif=exif)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_images_and_masks_read_as_displayed_under_every_exif_orientation(tmp_path, orientation):
+    """A phone photo tagged with an orientation is read as a viewer shows it (Pillow's
+    exif_transpose), its size too, and its mask, tagged alike, turns with it."""
+    from PIL import ImageOps
+
+    rng = np.random.default_rng(orientation)
+    stored = rng.integers(0, 255, (24, 40, 3), dtype=np.uint8)
+    _oriented(tmp_path / "photo.jpg", stored, orientation)
+    with Image.open(tmp_path / "photo.jpg") as img:
+        shown = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+    image, size = read_image(tmp_path / "photo.jpg")
+    assert image.shape == shown.shape and np.array_equal(image, shown)
+    assert size == shown.shape[:2] == read_header(tmp_path / "photo.jpg")[0]
+    if orientation in (5, 6, 7, 8):
+        assert size == (40, 24)  # turned a quarter: the sides swap
+    mask = np.zeros((24, 40), np.uint8)
+    mask[2:10, 3:30] = 255  # not symmetric: every turn and flip shows
+    _oriented(tmp_path / "mask.png", mask, orientation, "L")
+    with Image.open(tmp_path / "mask.png") as img:
+        expected = (np.asarray(ImageOps.exif_transpose(img)) > 127).astype(np.uint8)
+    assert np.array_equal(read_mask(tmp_path / "mask.png"), expected)
+    # the reduced JPEG decode keeps the orientation and asks for the displayed size
+    small, original = read_image(tmp_path / "photo.jpg", at_least=(size[0] // 2, size[1] // 2))
+    assert original == size and small.shape[0] / small.shape[1] == pytest.approx(
+        size[0] / size[1], rel=0.1
+    )
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "P"])
+def test_a_photo_saved_as_a_mask_is_refused(tiny_set, tmp_path, mode):
+    """A colour (or grey, or palette) photo is not two-valued: read as a mask it would make up
+    a car, so it is refused naming the file; a {0, 255} mask JPEG-damaged along its edges and
+    an anti-aliased one are not."""
+    photo = Image.open(sorted((tiny_set / "train").iterdir())[0]).convert(mode)
+    photo.save(tmp_path / "photo_mask.png")
+    with pytest.raises(UnreadableFileError, match="photo_mask.png.*not a black-and-white mask"):
+        read_mask(tmp_path / "photo_mask.png")
+    mask = np.zeros((80, 120), np.uint8)
+    mask[20:60, 30:90] = 255
+    soft = np.asarray(Image.fromarray(mask).resize((60, 40), Image.Resampling.BILINEAR))
+    Image.fromarray(soft).save(tmp_path / "soft.png")  # grey only along the edge
+    assert read_mask(tmp_path / "soft.png").sum() > 0

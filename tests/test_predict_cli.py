@@ -288,3 +288,91 @@ def test_sigterm_stops_a_prediction_whole_and_resume_finishes_it(setting, tmp_pa
     assert (out / "submission.csv").read_bytes() == (
         tmp_path / "full" / "submission.csv"
     ).read_bytes()
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\x85", "\r"])
+def test_file_names_holding_line_separators_finish_and_resume(setting, tmp_path, separator):
+    root, ckpt, photos = setting
+    folder = tmp_path / "odd names"
+    folder.mkdir()
+    sources = sorted(photos.iterdir())[:3]
+    names = [f"a{separator}b.jpg", "plain.jpg", f"{separator}c.jpg"]
+    for source, name in zip(sources, names, strict=True):
+        (folder / name).write_bytes(source.read_bytes())
+    out = tmp_path / "pred"
+    first = _predict(root, ckpt, folder, out)
+    assert first.returncode == 0, first.stderr[-3000:]
+    again = _predict(root, ckpt, folder, out, "resume=true")  # nothing left: all rows read back
+    assert again.returncode == 0
+    assert "3 of 3 inputs were predicted before" in again.stdout + again.stderr
+    rows = (out / "rows-rank0.csv").read_bytes()
+    assert rows.count(b"\n") == 3  # the file did not grow
+    from carseg.data.rle import read_rle_csv
+
+    assert sorted(read_rle_csv(out / "submission.csv")) == sorted(names)
+
+
+def test_subfolders_are_named_unless_recursive_predicts_them(setting, tmp_path):
+    root, ckpt, photos = setting
+    folder = tmp_path / "photos"
+    (folder / "sub" / "deeper").mkdir(parents=True)
+    sources = sorted(photos.iterdir())
+    (folder / "top.jpg").write_bytes(sources[0].read_bytes())
+    (folder / "sub" / "top.jpg").write_bytes(sources[1].read_bytes())  # the same name, elsewhere
+    (folder / "sub" / "deeper" / "x.jpg").write_bytes(sources[2].read_bytes())
+    flat = _predict(root, ckpt, folder, tmp_path / "flat")
+    assert flat.returncode == 0, flat.stderr[-3000:]
+    said = flat.stdout + flat.stderr
+    assert "1 subfolder(s)" in said and "sub/" in said and "recursive=true" in said
+    assert [p.name for p in (tmp_path / "flat" / "masks").iterdir()] == ["top_mask.png"]
+    deep = _predict(root, ckpt, folder, tmp_path / "deep", "recursive=true", "overlays=true")
+    assert deep.returncode == 0, deep.stderr[-3000:]
+    masks = sorted(p.relative_to(tmp_path / "deep" / "masks").as_posix()
+                   for p in (tmp_path / "deep" / "masks").rglob("*.png"))  # fmt: skip
+    assert masks == ["sub/deeper/x_mask.png", "sub/top_mask.png", "top_mask.png"]
+    rows = (tmp_path / "deep" / "submission.csv").read_text().splitlines()[1:]
+    assert [r.split(",")[0] for r in rows] == ["sub/deeper/x.jpg", "sub/top.jpg", "top.jpg"]
+    assert (tmp_path / "deep" / "overlays" / "sub" / "deeper" / "x_overlay.jpg").is_file()
+
+
+def test_a_full_disk_while_writing_a_mask_is_named_and_keeps_what_was_written(
+    setting, tmp_path, monkeypatch
+):
+    import errno
+
+    from carseg.inference import mask_writer
+
+    root, ckpt, photos = setting
+    save, calls = mask_writer.save_mask, []
+
+    def fills_the_disk(mask, path, format=None):
+        calls.append(path)
+        if len(calls) == 4:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return save(mask, path, format=format)
+
+    monkeypatch.setattr(mask_writer, "save_mask", fills_the_disk)
+    out = tmp_path / "pred"
+    proc = _predict(root, ckpt, photos, out)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "No space left on the device while writing" in proc.stderr and "MiB free" in proc.stderr
+    assert len(list((out / "masks").iterdir())) == 3  # whole masks, no half-written fourth
+    assert len((out / "rows-rank0.csv").read_text().splitlines()) == 3
+    monkeypatch.undo()
+    resumed = _predict(root, ckpt, photos, out, "resume=true")
+    assert resumed.returncode == 0 and (out / "submission.csv").is_file()
+
+
+def test_a_read_only_output_dir_is_refused_before_any_work(setting, tmp_path):
+    from support.files import read_only
+
+    root, ckpt, photos = setting
+    out = tmp_path / "mounted"
+    out.mkdir()
+    with read_only(out):
+        proc = _predict(root, ckpt, photos, out / "pred")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert (
+        "output_dir=" in proc.stderr and "cannot be written (Read-only file system)" in proc.stderr
+    )
+    assert list(out.iterdir()) == []

@@ -172,3 +172,25 @@ def test_parse_overrides_and_short_values():
     assert short_value("0.0003574712922600243") == "3.575e-04"
     assert short_value("1.4453378978124864") == "1.445"
     assert short_value("16") == "16" and short_value("unet_small") == "unet_small"
+
+
+@pytest.mark.parametrize("content", ["just a string", "42", "{model.lr: 1}", "[[1, 2]]", "null"])
+def test_an_overrides_file_that_is_not_a_list_is_read_as_none(tmp_path, content):
+    sweep = tmp_path / "sweep"
+    job = _job(sweep, "0", [], _summary(0.8, 2))
+    (job / ".hydra" / "overrides.yaml").write_text(content + "\n")
+    result = report(sweep, write=False)
+    assert result.jobs[0].best_val_dice == 0.8
+    assert all(isinstance(v, str) for v in result.jobs[0].overrides.values())
+
+
+def test_a_read_only_sweep_folder_is_named_and_another_can_be_given(sweep, tmp_path):
+    from carseg.utils.errors import CarsegError
+    from support.files import read_only
+
+    with read_only(sweep), pytest.raises(CarsegError, match="Cannot write the report into .*--out"):
+        report(sweep)
+    with read_only(sweep):
+        result = report(sweep, out_dir=tmp_path / "elsewhere")
+    assert result.csv_path == tmp_path / "elsewhere" / "sweep_report.csv"
+    assert not (sweep / "sweep_report.csv").exists()

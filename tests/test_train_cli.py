@@ -375,3 +375,66 @@ def test_a_mistake_gets_one_message_and_exit_2(row, tmp_path):
 )
 def test_a_real_subprocess_agrees(row, tmp_path):
     assert_refused_by_a_subprocess(row, tmp_path)
+
+
+def test_a_read_only_run_folder_is_refused_before_anything_is_written(tmp_path):
+    from support.files import read_only
+
+    mount = tmp_path / "mount"
+    mount.mkdir()
+    with read_only(mount):
+        proc = run_entry(tmp_path, "train", *TINY_TRAIN, f"hydra.run.dir={mount / 'run'}")
+        default = run_entry(tmp_path, "train", *TINY_TRAIN, f"paths.log_dir={mount}")
+    for refused in (proc, default):
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
+        assert "Read-only file system" in refused.stderr
+    assert "hydra.run.dir=" in proc.stderr and "paths.log_dir=" in default.stderr
+    assert list(mount.iterdir()) == []
+
+
+def test_a_full_disk_while_tensorboard_writes_is_named_and_the_checkpoint_kept(
+    tmp_path, monkeypatch
+):
+    import errno
+
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    log = TensorBoardLogger.log_metrics
+
+    def full_at_epoch_1(self, metrics, step=None):
+        if "val/dice" in metrics and step and step > 4:
+            raise OSError(errno.ENOSPC, "No space left on device", "events.out.tfevents.1")
+        return log(self, metrics, step)
+
+    monkeypatch.setattr(TensorBoardLogger, "log_metrics", full_at_epoch_1)
+    proc = run_entry(tmp_path, "train", *TINY_TRAIN, "trainer.max_epochs=3")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "No space left on the device while writing events.out.tfevents.1" in proc.stderr
+    (last,) = (tmp_path / "outputs" / "train" / "runs").glob("*/checkpoints/last.ckpt")
+    assert torch.load(last, weights_only=True)["epoch"] == 0  # the epoch before, whole
+    summary = json.loads((last.parents[1] / "summary.json").read_text())
+    assert summary["status"] == "failed" and "No space left" in summary["error"]
+
+
+def test_a_refused_run_leaves_its_folder_free_for_the_fixed_command(tmp_path):
+    """A mistake found once the run has started (here a data file that breaks in setup) does
+    not block the folder: the fixed command runs there."""
+    run = tmp_path / "my_run"
+    bad = run_entry(tmp_path, "train", *TINY_TRAIN, f"hydra.run.dir={run}", "data.size=[0,10]")
+    assert bad.returncode == 2 and not run.exists()
+    root = tmp_path / "data"
+    from carseg.data.synthetic import generate_dataset
+
+    generate_dataset(root, n_cars=3, height=64, width=96, seed=0)
+    broken = sorted((root / "train_masks").iterdir())[0]
+    good = broken.read_bytes()
+    broken.write_bytes(good[:40])  # truncated: found by the data check inside fit
+    (root / "train_masks.csv").unlink()
+    args = [*TINY_CARVANA, f"data.root={root}", f"hydra.run.dir={run}"]
+    refused = run_entry(tmp_path, "train", *args)
+    assert refused.returncode == 2 and "truncated" in refused.stderr, refused.stderr[-3000:]
+    assert not run.exists()
+    broken.write_bytes(good)
+    fixed = run_entry(tmp_path, "train", *args)
+    assert fixed.returncode == 0, fixed.stderr[-3000:]
+    assert (run / "checkpoints" / "last.ckpt").is_file()

@@ -112,8 +112,9 @@ def read_rle_rows(path: str | Path) -> list[tuple[int, str, str]]:
     rows: list[tuple[int, str, str]] = []
     seen: set[str] = set()
     # utf-8-sig: a byte-order mark (spreadsheets write one) is not part of the header
-    try:
-        text = path.read_text(encoding="utf-8-sig")
+    try:  # (newline="": a file name may hold \r, quoted by the writer)
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            text = handle.read()
     except UnicodeDecodeError as err:
         raise ValueError(
             f"{path}: not a UTF-8 text file ({err.reason} at byte {err.start})"
@@ -130,7 +131,7 @@ def read_rle_rows(path: str | Path) -> list[tuple[int, str, str]]:
                 raise ValueError(
                     f"{path}, line {line}: expected 2 fields (img,rle_mask), got {row}"
                 )
-            name = row[0].strip()
+            name = row[0].strip(" \t")  # (not str.strip: a name may hold U+2028, U+0085 ...)
             if name in seen:
                 raise ValueError(f"{path}, line {line}: image {name!r} is listed twice")
             seen.add(name)
