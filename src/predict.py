@@ -24,8 +24,10 @@ def main(cfg: DictConfig) -> None:
     if merged is None:  # not the first process: it has written its share
         return
     print(f"\n{merged.written} masks in {outputs.masks}")
-    if cfg.overlays:
-        print(f"overlays in {outputs.folder / 'overlays'}")
+    for folder, wanted in (("overlays", cfg.overlays), ("cutouts", cfg.cutouts),
+                           ("composites", cfg.background is not None)):  # fmt: skip
+        if wanted:
+            print(f"{folder} in {outputs.folder / folder}")
     print(f"submission: {merged.submission} ({merged.written} rows)")
     if merged.failed:
         print(

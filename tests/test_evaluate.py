@@ -14,11 +14,13 @@ from carseg.data.dataset import CarvanaDataset
 from carseg.data.split import SplitRecord, car_id
 from carseg.inference.evaluate import ScoreWriter, images_to_score
 from carseg.inference.loop import InferenceModule, ScoringSet, run_loop
+from carseg.inference.postprocess import PostProcess
 from carseg.utils.errors import ConfigError
 from support.configs import predictor
 from support.lightning import quiet_trainer
 
 IDS = [f"{car}_{view:02d}" for car in ("aaa", "bbb", "ccc", "ddd") for view in (1, 2)]
+NO_POSTPROCESS = PostProcess(largest_component=False, fill_holes=False)
 RECORD = SplitRecord(
     "/data", 0.25, 7, train_cars=["aaa", "bbb", "ccc"], val_cars=["ddd"], car_id_pattern=None
 )
@@ -90,7 +92,13 @@ def test_scores_go_through_the_predict_loop_and_the_worst_masks_are_kept(tiny_se
     one = predictor(Constant(5.0), (32, 48))
     writer = ScoreWriter(tmp_path, worst=2)
     trainer = quiet_trainer(1, callbacks=[writer], enable_checkpointing=False)
-    run_loop(trainer, InferenceModule(one, 0.5), ScoringSet(dataset, one, None, 0.5), 2, 0)
+    run_loop(
+        trainer,
+        InferenceModule(one, 0.5, NO_POSTPROCESS),
+        ScoringSet(dataset, one, None, 0.5),
+        2,
+        0,
+    )
     scores, ceilings, worst = writer.collect()
     assert set(scores) == set(dataset.ids) and ceilings == {}
     for image_id, dice in scores.items():
@@ -110,7 +118,7 @@ def test_the_ceiling_is_scored_beside_the_model(tiny_set, tmp_path):
     writer = ScoreWriter(tmp_path, worst=0)
     trainer = quiet_trainer(1, callbacks=[writer], enable_checkpointing=False)
     scoring = ScoringSet(dataset, one, (20, 30), 0.5)
-    run_loop(trainer, InferenceModule(one, 0.5), scoring, 2, 0)
+    run_loop(trainer, InferenceModule(one, 0.5, NO_POSTPROCESS), scoring, 2, 0)
     scores, ceilings, worst = writer.collect()
     assert all(v == 0.0 for v in scores.values()) and worst == {}  # no car predicted
     assert set(ceilings) == set(scores) and all(0.8 < v < 1.0 for v in ceilings.values())

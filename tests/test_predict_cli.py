@@ -376,3 +376,56 @@ def test_a_read_only_output_dir_is_refused_before_any_work(setting, tmp_path):
         "output_dir=" in proc.stderr and "cannot be written (Read-only file system)" in proc.stderr
     )
     assert list(out.iterdir()) == []
+
+
+def test_cutouts_and_composites_are_the_photo_with_the_car_as_alpha(setting, tmp_path):
+    root, ckpt, photos = setting
+    photo = sorted(photos.iterdir())[0]
+    model, record = load_model(ckpt)  # (an untrained model: cut at its median, half is car)
+    threshold = float(
+        np.median(predictor(model, record.size).probabilities([read_image(photo)[0]])[0])
+    )
+    out = tmp_path / "pred"
+    proc = _predict(root, ckpt, photos, out, "cutouts=true", "background=[0,0,255]",
+                    f"threshold={threshold!r}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with Image.open(out / "cutouts" / f"{photo.stem}.png") as cut:
+        rgba = np.asarray(cut)
+    assert cut.mode == "RGBA" and rgba.shape == (64, 96, 4)
+    mask = np.asarray(Image.open(out / "masks" / f"{photo.stem}_mask.png"))
+    assert np.array_equal(rgba[..., 3], mask * 255)  # hard edge: alpha is the mask
+    assert np.array_equal(rgba[..., :3], read_image(photo)[0])  # the photo itself
+    with Image.open(out / "composites" / f"{photo.stem}.jpg") as comp:
+        composite = np.asarray(comp).astype(int)
+    background = mask == 0
+    assert np.abs(composite[background] - [0, 0, 255]).mean() < 12  # JPEG's noise
+    assert np.abs(composite[~background] - read_image(photo)[0][~background]).mean() < 12
+    # the same rules as masks: a second run is refused, a resume with other settings too
+    again = _predict(root, ckpt, photos, out, "cutouts=true")
+    assert again.returncode == 2 and "already holds predictions" in again.stderr
+    other = _predict(root, ckpt, photos, out, "resume=true", "cutouts=true", "cutout_feather=0.2",
+                     "background=[0,0,255]", f"threshold={threshold!r}")  # fmt: skip
+    assert other.returncode == 2 and "cutout_feather" in other.stderr
+
+
+def test_a_feathered_cutout_follows_the_probabilities(setting, tmp_path):
+    root, ckpt, photos = setting
+    out = tmp_path / "soft"
+    proc = _predict(root, ckpt, photos, out, "cutouts=true", "cutout_feather=0.5")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    photo = sorted(photos.iterdir())[0]
+    model, record = load_model(ckpt)
+    prob = predictor(model, record.size).probabilities([read_image(photo)[0]])[0]
+    alpha = np.asarray(Image.open(out / "cutouts" / f"{photo.stem}.png"))[..., 3]
+    # feather 0.5: alpha is the probability itself (to the 1/255 it is stored at)
+    assert np.abs(alpha.astype(float) - prob * 255).max() <= 1.5
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("chartreuse-ish", "neither a colour"), ("[1,2]", "three values"), ("[0,0,300]", "three")],
+)
+def test_a_background_that_is_not_one_is_refused(setting, tmp_path, value, message):
+    root, ckpt, photos = setting
+    proc = _predict(root, ckpt, photos, tmp_path / "pred", f"background={value}")
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr

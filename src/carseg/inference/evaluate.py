@@ -35,6 +35,7 @@ from carseg.inference.loop import (
     build_predictor,
     inference_trainer,
     inference_trainer_config,
+    postprocess_of,
     run_loop,
 )
 from carseg.inference.report import EvalReport, write_report
@@ -227,7 +228,8 @@ def evaluate(cfg: DictConfig) -> EvalReport | None:
     trainer = inference_trainer(trainer_cfg, writer, models)
     largest = max(predictor.sizes, key=lambda s: s[0] * s[1])
     scoring = ScoringSet(dataset, predictor, largest if cfg.ceiling else None, threshold)
-    run_loop(trainer, InferenceModule(predictor, threshold), scoring, cfg.batch_size,
+    module = InferenceModule(predictor, threshold, postprocess_of(cfg))
+    run_loop(trainer, module, scoring, cfg.batch_size,
              cfg.num_workers)  # fmt: skip
     if not trainer.is_global_zero:
         return None

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from carseg.data.dataset import CarvanaDataset
 from carseg.data.image_io import read_image
 from carseg.inference.loading import OnnxNet, TrainedModel, load_models
+from carseg.inference.postprocess import PostProcess
 from carseg.inference.predictor import Predictor, size_ceiling_dice
 from carseg.models.metrics import dice_per_image
 from carseg.models.registry import trusting
@@ -129,12 +130,22 @@ class InferenceModule(pl.LightningModule):
     Args:
         predictor: the models, their sizes, TTA and tiles (moved to the device by Lightning).
         threshold: probability above which a pixel is car.
+        postprocess: what is done to each mask after the threshold (on the CPU).
+        probabilities: also return each photo's probabilities, as uint8 0-255 (soft cut-outs).
     """
 
-    def __init__(self, predictor: Predictor, threshold: float) -> None:
+    def __init__(
+        self,
+        predictor: Predictor,
+        threshold: float,
+        postprocess: PostProcess,
+        probabilities: bool = False,
+    ) -> None:
         super().__init__()
         self.predictor = predictor
         self.threshold = check_threshold("threshold", threshold)
+        self.postprocess = postprocess
+        self.probabilities = probabilities
 
     def setup(self, stage: str) -> None:
         for model in self.predictor.models:  # in the layout each model runs fastest in there
@@ -146,14 +157,26 @@ class InferenceModule(pl.LightningModule):
         if batch["inputs"] is None:
             return out
         probs = self.predictor(batch["inputs"], batch["sizes"])
-        masks = [p > self.threshold for p in probs]
+        masks = [
+            self.postprocess((p > self.threshold).to(torch.uint8).cpu().numpy()) for p in probs
+        ]
         if "truth" in batch:
             out["dice"] = [
-                float(dice_per_image(m[None], t[None])[0])
+                float(dice_per_image(torch.from_numpy(m)[None], t.cpu()[None])[0])
                 for m, t in zip(masks, batch["truth"], strict=True)
             ]
-        out["masks"] = [m.to(torch.uint8).cpu().numpy() for m in masks]
+        out["masks"] = masks
+        if self.probabilities:
+            out["probabilities"] = [(p * 255).round().to(torch.uint8).cpu().numpy() for p in probs]
         return out
+
+
+def postprocess_of(cfg: DictConfig | Mapping[str, Any]) -> PostProcess:
+    """The ``postprocess`` options of an eval or predict config."""
+    return PostProcess(
+        largest_component=cfg.postprocess.largest_component,
+        fill_holes=cfg.postprocess.fill_holes,
+    )
 
 
 def build_predictor(cfg: DictConfig | Mapping[str, Any]) -> tuple[Predictor, float, list]:

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
-from PIL import Image
+from PIL import Image, ImageColor
 from pytorch_lightning.callbacks import BasePredictionWriter
 
 from carseg.data.image_io import read_image, save_mask
@@ -31,6 +32,7 @@ from carseg.utils.processes import is_first_process
 
 log = logging.getLogger(__name__)
 
+OUTPUT_FOLDERS = ("masks", "overlays", "cutouts", "composites")
 ROWS = "rows-rank*.csv"  # each process's img,rle_mask rows
 FAILED = "failed-rank*.csv"  # each process's img,reason rows
 
@@ -45,7 +47,8 @@ def check_output_dir(output_dir: Path, inputs: Path, overwrite: bool) -> None:
     """
     check_apart(inputs, "input", output_dir, "output_dir", file_in_folder=True)
     output_dir = output_dir.resolve()
-    earlier = [p for p in (output_dir / "masks", output_dir / "submission.csv") if p.exists()]
+    markers = [output_dir / f for f in (*OUTPUT_FOLDERS, "submission.csv")]
+    earlier = [p for p in markers if p.exists()]
     if earlier and not overwrite:
         raise ConfigError(
             f"{output_dir} already holds predictions ({', '.join(p.name for p in earlier)}): "
@@ -56,8 +59,14 @@ def check_output_dir(output_dir: Path, inputs: Path, overwrite: bool) -> None:
 def mask_name(name: str) -> str:
     """``photo.jpg`` -> ``photo_mask.png`` (Kaggle's naming, as a PNG); an input's name may hold
     the subfolders it came from (``recursive=true``): ``a/photo.jpg`` -> ``a/photo_mask.png``."""
+    return _named(name, "_mask.png")
+
+
+def _named(name: str, ending: str) -> str:
+    """An output's path for input ``name``: ``a/photo.jpg`` + ``_overlay.jpg`` ->
+    ``a/photo_overlay.jpg``."""
     path = PurePosixPath(name)
-    return str(path.with_name(f"{path.stem}_mask.png"))
+    return str(path.with_name(f"{path.stem}{ending}"))
 
 
 def input_names(paths: Sequence[Path], root: Path) -> list[str]:
@@ -91,12 +100,56 @@ def check_unique_names(names: Sequence[str]) -> None:
         )
 
 
+def parse_background(value: Any) -> tuple[int, int, int] | Path | None:
+    """``background=``: None, a colour (a name or ``#rrggbb`` Pillow knows, or ``[r,g,b]``), or
+    an image file, which is stretched to each photo's size.
+
+    Raises:
+        ConfigError: neither a colour nor an image file that can be read.
+    """
+    if value is None:
+        return None
+    if isinstance(value, Sequence) and not isinstance(value, str):  # (a ListConfig too)
+        channels = list(value)
+        if len(channels) == 3 and all(isinstance(c, int) and 0 <= c <= 255 for c in channels):
+            return tuple(channels)
+        raise ConfigError(f"background={channels!r}: give three values from 0 to 255")
+    text = str(value)
+    try:
+        return ImageColor.getrgb(text)[:3]
+    except ValueError:
+        pass
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise ConfigError(
+            f"background={text!r} is neither a colour (white, #f0f0f0, [240,240,240]) nor an "
+            "image file"
+        )
+    read_image(path)  # refuses a file that is not a readable image, naming it
+    return path
+
+
+def alpha_of(mask: np.ndarray, probabilities: np.ndarray | None, feather: float) -> np.ndarray:
+    """A cut-out's alpha ``(H, W)`` uint8: the mask, or with ``feather`` > 0 a soft edge rising
+    from 0 to 255 over the probabilities within ``feather`` of 0.5 (where the mask's edge is)."""
+    if feather <= 0 or probabilities is None:
+        return mask.astype(np.uint8) * 255
+    p = probabilities.astype(np.float32) / 255.0
+    soft = np.clip((p - 0.5) / (2 * feather) + 0.5, 0.0, 1.0)
+    return (soft * 255).round().astype(np.uint8)
+
+
 @dataclass
 class Outputs:
-    """Where a prediction run writes."""
+    """Where a prediction run writes, and what: masks and rows always; overlays, cut-outs (the
+    photo with the car as its alpha, PNG) and composites (the car on ``background``, JPEG) when
+    asked."""
 
     folder: Path
     overlays: bool
+    cutouts: bool = False
+    background: tuple[int, int, int] | Path | None = None
+    feather: float = 0.0
 
     @property
     def masks(self) -> Path:
@@ -129,8 +182,6 @@ class MaskWriter(BasePredictionWriter):
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.outputs.masks.mkdir(parents=True, exist_ok=True)
-        if self.outputs.overlays:
-            (self.outputs.folder / "overlays").mkdir(exist_ok=True)
         rank = trainer.global_rank
         for path in (self.outputs.rows(rank), self.outputs.failures(rank)):
             drop_partial_row(path)  # a row a kill cut short: its input is predicted again
@@ -139,17 +190,26 @@ class MaskWriter(BasePredictionWriter):
         self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx
     ) -> None:
         rank = trainer.global_rank
+        written: list[str] = []
         for name, path, mask in zip(
             prediction["names"], prediction["paths"], prediction["masks"], strict=True
         ):
             with atomic_file(self.outputs.masks / mask_name(name)) as tmp:
                 save_mask(mask, tmp, format="PNG")
+            photo = None
             if self.outputs.overlays:
-                image = read_image(path)[0]
-                overlay = PurePosixPath(name).with_name(f"{PurePosixPath(name).stem}_overlay.jpg")
-                with atomic_file(self.outputs.folder / "overlays" / overlay) as t:
-                    Image.fromarray(drawing.overlay(image, mask)).save(t, format="JPEG", quality=90)
-            append_row(self.outputs.rows(rank), [name, rle_encode(mask)])  # after its mask
+                photo = read_image(path)[0]
+                with atomic_file(
+                    self.outputs.folder / "overlays" / _named(name, "_overlay.jpg")
+                ) as t:
+                    Image.fromarray(drawing.overlay(photo, mask)).save(t, format="JPEG", quality=90)
+            if self.outputs.cutouts or self.outputs.background is not None:
+                photo = read_image(path)[0] if photo is None else photo
+                probabilities = prediction.get("probabilities", [None] * len(prediction["names"]))
+                alpha = alpha_of(mask, probabilities[len(written)], self.outputs.feather)
+                self._write_cutout(name, photo, alpha)
+            written.append(name)
+            append_row(self.outputs.rows(rank), [name, rle_encode(mask)])  # after its files
         for name, reason in prediction["failed"]:
             log.warning("Skipped %s: %s", name, reason)
             append_row(self.outputs.failures(rank), [name, reason])
@@ -160,6 +220,29 @@ class MaskWriter(BasePredictionWriter):
                 f"written is whole. The same command with resume=true predicts the rest into "
                 f"{self.outputs.folder}"
             )
+
+    def _write_cutout(self, name: str, photo: np.ndarray, alpha: np.ndarray) -> None:
+        """``cutouts/<name>.png`` (RGBA) and/or ``composites/<name>.jpg`` (the car on the
+        background), each written whole."""
+        if self.outputs.cutouts:
+            rgba = np.dstack([photo, alpha])
+            with atomic_file(self.outputs.folder / "cutouts" / _named(name, ".png")) as tmp:
+                Image.fromarray(rgba, "RGBA").save(tmp, format="PNG")
+        if self.outputs.background is not None:
+            height, width = photo.shape[:2]
+            if isinstance(self.outputs.background, Path):
+                ground = np.asarray(
+                    Image.fromarray(read_image(self.outputs.background)[0]).resize(
+                        (width, height), Image.Resampling.BILINEAR
+                    ),
+                    np.float32,
+                )
+            else:
+                ground = np.broadcast_to(np.float32(self.outputs.background), photo.shape)
+            a = alpha[..., None].astype(np.float32) / 255.0
+            out = (a * photo + (1 - a) * ground).round().astype(np.uint8)
+            with atomic_file(self.outputs.folder / "composites" / _named(name, ".jpg")) as tmp:
+                Image.fromarray(out).save(tmp, format="JPEG", quality=95)
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         trainer.strategy.barrier("carseg-merge")  # every process has written its rows
@@ -229,7 +312,7 @@ def clear(outputs: Outputs) -> None:
     for pattern in (ROWS, FAILED, "submission.csv", "failed.csv", "prediction.json"):
         for path in outputs.folder.glob(pattern):
             path.unlink()
-    for folder in ("masks", "overlays"):  # their files, in subfolders too (recursive=true)
+    for folder in OUTPUT_FOLDERS:  # their files, in subfolders too (recursive=true)
         for path in sorted((outputs.folder / folder).rglob("*"), reverse=True):
             path.rmdir() if path.is_dir() else path.unlink()
 

@@ -19,6 +19,7 @@ from carseg.inference.loop import (
     build_predictor,
     inference_trainer,
     inference_trainer_config,
+    postprocess_of,
     run_loop,
 )
 from carseg.inference.mask_writer import (
@@ -29,6 +30,7 @@ from carseg.inference.mask_writer import (
     clear,
     input_names,
     merge,
+    parse_background,
     plan,
 )
 from carseg.utils.checks import check_bool, check_required, check_writable
@@ -49,7 +51,7 @@ def predict(cfg: DictConfig) -> tuple[Merged | None, Outputs, int]:
         ConfigError, DataError, DataNotFoundError: a bad option, model, input or output folder.
     """
     check_required(cfg, "input", "an image file or a folder of images, e.g. input=photos/")
-    for key in ("resume", "overwrite", "overlays"):
+    for key in ("resume", "overwrite", "overlays", "cutouts"):
         check_bool(key, cfg[key])
     if cfg.resume and cfg.overwrite:
         raise ConfigError("resume=true and overwrite=true: choose one")
@@ -67,7 +69,16 @@ def predict(cfg: DictConfig) -> tuple[Merged | None, Outputs, int]:
             cfg.input,
             ", ".join(p.name + "/" for p in skipped[:5]),
         )
-    outputs = Outputs(Path(cfg.output_dir), overlays=cfg.overlays)
+    feather = cfg.cutout_feather
+    if isinstance(feather, bool) or not isinstance(feather, int | float) or not 0 <= feather <= 0.5:
+        raise ConfigError(f"cutout_feather must be a number from 0 to 0.5, got {feather!r}")
+    outputs = Outputs(
+        Path(cfg.output_dir),
+        overlays=cfg.overlays,
+        cutouts=cfg.cutouts,
+        background=parse_background(cfg.background),
+        feather=float(feather),
+    )
     if is_first_process():  # the other processes follow the first's checks
         check_output_dir(outputs.folder, Path(cfg.input), cfg.overwrite or cfg.resume)
         check_writable(outputs.folder, "output_dir")
@@ -80,11 +91,16 @@ def predict(cfg: DictConfig) -> tuple[Merged | None, Outputs, int]:
         "tta": cfg.tta,
         "tile": None if cfg.tile is None else list(cfg.tile),
         "tile_overlap": cfg.tile_overlap,
+        "postprocess": dict(cfg.postprocess),
+        "cutouts": cfg.cutouts,
+        "background": None if cfg.background is None else str(outputs.background),
+        "cutout_feather": outputs.feather,
     }
     todo, todo_names, writer = plan(paths, names, outputs, cfg.resume, settings)
     trainer = inference_trainer(trainer_cfg, writer, models)
     if todo:
-        module = InferenceModule(predictor, threshold)
+        soft = outputs.feather > 0 and (outputs.cutouts or outputs.background is not None)
+        module = InferenceModule(predictor, threshold, postprocess_of(cfg), probabilities=soft)
         inputs = PredictionSet(todo, predictor, todo_names)
         run_loop(trainer, module, inputs, cfg.batch_size, cfg.num_workers)
     elif trainer.is_global_zero:
