@@ -9,7 +9,7 @@ TORCH_PIP_ARGS ?=
 ARGS ?=
 
 
-.PHONY: install train test test-fast lint format tensorboard sweep-report bench bench-gpu clean
+.PHONY: install train test test-fast lint format tensorboard sweep-report bench bench-gpu bench-accuracy clean
 
 install: $(VENV)/.installed
 
@@ -48,6 +48,12 @@ bench: install
 # against GPU, TFLOP/s, peak memory (stops at once, exit 2, without CUDA)
 bench-gpu: install
 	$(PY) benchmarks/bench.py --device cuda $(ARGS)
+
+# Dice at full resolution for a training budget: trains each recipe, scores its best checkpoint
+# (ARGS="--data <folder> [--test-root <other cars>] --recipes carvana_cpu --budget 00:00:10:00
+# --seeds 0 1 2"; benchmarks/bench_accuracy.py --help)
+bench-accuracy: install
+	$(PY) benchmarks/bench_accuracy.py $(ARGS)
 
 # rank the jobs of the newest sweep (or SWEEP=outputs/train/multiruns/<time>)
 sweep-report: install

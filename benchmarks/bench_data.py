@@ -53,7 +53,7 @@ def bench_data(s: Settings, root: Path, tmp: Path, sampler: RssSampler) -> tuple
         plain_set = CarvanaDataset(root, ids, image_dir="train")
         store = MaskStore.build(plain_set, tmp / "cache", threads=1)
         cache = ResizedCache.build(
-            CarvanaDataset(root, ids, image_dir="train", decode_size=size), size, tmp / "cache"
+            CarvanaDataset(root, ids, image_dir="train", decode_size=size), size, tmp / "cache", 1
         )
 
         def dataset(size: tuple[int, int] = size, **kw) -> CarvanaDataset:

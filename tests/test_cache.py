@@ -29,7 +29,7 @@ def test_cache_gives_the_same_items_and_is_rebuilt_when_a_source_changes(tiny_se
     transform = inference_transforms((32, 48), resize=True)
     plain = CarvanaDataset(root, transform=transform, decode_size=(32, 48), image_dir="train")
     cache = ResizedCache.build(
-        CarvanaDataset(root, decode_size=(32, 48), image_dir="train"), (32, 48), tmp_path / "c"
+        CarvanaDataset(root, decode_size=(32, 48), image_dir="train"), (32, 48), tmp_path / "c", 2
     )
     cached = plain.subset(
         plain.ids, inference_transforms((32, 48), resize=False), (32, 48), cache=cache
@@ -37,11 +37,13 @@ def test_cache_gives_the_same_items_and_is_rebuilt_when_a_source_changes(tiny_se
     for i in (0, 17, 79):
         assert torch.equal(cached[i][0], plain[i][0]) and torch.equal(cached[i][1], plain[i][1])
     # reused as it is ...
-    again = ResizedCache.build(CarvanaDataset(root, image_dir="train"), (32, 48), tmp_path / "c")
+    again = ResizedCache.build(CarvanaDataset(root, image_dir="train"), (32, 48), tmp_path / "c", 2)
     assert again.folder == cache.folder and len(list((tmp_path / "c").iterdir())) == 1
     # ... until a source file changes
     _touch(plain.image_paths[plain.ids[0]])
-    rebuilt = ResizedCache.build(CarvanaDataset(root, image_dir="train"), (32, 48), tmp_path / "c")
+    rebuilt = ResizedCache.build(
+        CarvanaDataset(root, image_dir="train"), (32, 48), tmp_path / "c", 2
+    )
     assert rebuilt.folder != cache.folder and len(list((tmp_path / "c").iterdir())) == 2
 
 
@@ -97,3 +99,12 @@ def test_the_mask_store_pickles_without_its_data_and_serves_loader_workers(tiny_
     masks = torch.cat([m for _, m in loader])
     expected = np.stack([source.load_mask(i) for i in source.ids[:8]])
     assert np.array_equal(masks.numpy(), expected)
+
+
+def test_a_cache_built_on_several_threads_holds_what_one_thread_builds(tiny_set, tmp_path):
+    source = CarvanaDataset(tiny_set, image_dir="train", decode_size=(40, 60))
+    one = ResizedCache.build(source, (40, 60), tmp_path / "one", threads=1)
+    two = ResizedCache.build(source, (40, 60), tmp_path / "two", threads=2)
+    for image_id in source.ids:
+        (a_image, a_mask), (b_image, b_mask) = one.get(image_id), two.get(image_id)
+        assert np.array_equal(a_image, b_image) and np.array_equal(a_mask, b_mask)

@@ -240,7 +240,7 @@ class CarvanaDataModule(pl.LightningDataModule):
         usable = listed.subset(ids, decode_size=decode_size)
         cache = masks = None
         if self.cache:
-            cache = ResizedCache.build(usable, self.size, self.cache_dir)
+            cache = ResizedCache.build(usable, self.size, self.cache_dir, threads=usable_cores())
         elif self.mask_cache:
             masks = MaskStore.build(usable, self.cache_dir, threads=usable_cores())
         resize = cache is None  # the cache holds the images at size already

@@ -1,0 +1,206 @@
+"""The accuracy benchmark (``make bench-accuracy``): Dice at full resolution for a training budget.
+
+Each recipe (an ``experiment=`` name, or any set of overrides) is trained for the budget with
+``src/train.py`` on ``--data``, once per seed, and its best checkpoint is scored by ``src/eval.py``
+at each image's own size: on ``--test-root`` (other cars, every image) when given, else on the
+checkpoint's own validation cars. It prints and saves a table: recipe, budget, epochs and images
+seen, training images/s, start-up, best val/dice, full-resolution mean, median and worst Dice,
+and the spread over the seeds.
+
+    python benchmarks/bench_accuracy.py --data ../shared/carvana_dev --recipes carvana_cpu \\
+        --budget 00:00:10:00 --seeds 0 1 2
+    python benchmarks/bench_accuracy.py --data /data/carvana --test-root /data/other_cars \\
+        --recipes carvana_cpu "carvana_cpu model/net=resnet34_unet" --budget 00:00:10:00
+    python benchmarks/bench_accuracy.py --markdown benchmarks/accuracy.json
+
+A recipe is a space-separated list: its first word, if it has no ``=``, is the experiment; the
+rest are overrides (``"carvana_cpu model.optimizer.lr=3e-3"``). ``--seeds`` sets ``seed`` and
+``data.split_seed`` together, so each seed also validates on other cars (with 16 cars, one car's
+Dice moves the mean: the spread says how much).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, help="the data folder to train on (Kaggle's layout)")
+    parser.add_argument("--test-root", type=Path, help="other cars to score on (every image)")
+    parser.add_argument("--recipes", nargs="+", default=["carvana_cpu"])
+    parser.add_argument("--budget", default="00:00:10:00", help="trainer.max_time (D:H:M:S)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--val-fraction", type=float, help="data.val_fraction (the recipe's else)")
+    parser.add_argument("--eval-args", nargs="*", default=[], help="more overrides for eval.py")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "accuracy.json")
+    parser.add_argument("--markdown", type=Path, help="print a saved result as a markdown table")
+    parser.add_argument("--keep", type=Path, help="keep the runs under this folder")
+    args = parser.parse_args(argv)
+    if args.markdown is None and args.data is None:
+        parser.error("--data is required (the folder to train on)")
+    return args
+
+
+def recipe_overrides(recipe: str) -> list[str]:
+    """``"carvana_cpu model.optimizer.lr=3e-3"`` -> ``["experiment=carvana_cpu", ...]``."""
+    words = shlex.split(recipe)
+    if words and "=" not in words[0]:
+        words[0] = f"experiment={words[0]}"
+    return words
+
+
+def _run(script: str, args: list[str], root: Path) -> tuple[subprocess.CompletedProcess, float]:
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "src" / f"{script}.py"), *args],
+        cwd=REPO,
+        env={**os.environ, "CARSEG_ROOT": str(root)},
+        capture_output=True,
+        text=True,
+    )
+    return proc, time.perf_counter() - started
+
+
+def train_and_score(args: argparse.Namespace, recipe: str, seed: int, work: Path) -> dict:
+    """One training run of ``recipe`` and the scores of its best checkpoint."""
+    name = f"{'_'.join(recipe_overrides(recipe)).replace('/', '.')}-seed{seed}"[:120]
+    run_dir = work / "train" / name
+    train_args = [
+        *recipe_overrides(recipe),
+        "data=carvana",
+        f"data.root={args.data.resolve()}",
+        f"trainer.max_time={args.budget}",
+        f"seed={seed}",
+        f"data.split_seed={seed}",
+        f"hydra.run.dir={run_dir}",
+        "logger=csv",
+    ]
+    if args.val_fraction is not None:
+        train_args.append(f"data.val_fraction={args.val_fraction}")
+    proc, wall = _run("train", train_args, work)
+    row = {"recipe": recipe, "seed": seed, "budget": args.budget, "process_s": round(wall, 1)}
+    if proc.returncode != 0:
+        return {**row, "error": (proc.stderr or proc.stdout).strip().splitlines()[-1:]}
+    summary = json.loads((run_dir / "summary.json").read_text())
+    row.update(
+        epochs=summary.get("epochs_run"),
+        images_seen=summary.get("train_images"),
+        train_images_per_s=summary.get("train_images_per_s"),
+        fit_s=summary.get("wall_time_s"),
+        start_up_s=round(wall - (summary.get("wall_time_s") or 0.0), 1),
+        best_val_dice=summary.get("best_val_dice"),
+        best_epoch=summary.get("best_epoch"),
+        checkpoint=summary.get("best_checkpoint"),
+    )
+    test = args.test_root.resolve() if args.test_root else args.data.resolve()
+    eval_dir = work / "eval" / name
+    eval_args = [f"ckpt_path={row['checkpoint']}", "data=carvana", f"data.root={test}",
+                 f"split={'all' if args.test_root else 'val'}", f"hydra.run.dir={eval_dir}",
+                 *args.eval_args]  # fmt: skip
+    proc, wall = _run("eval", eval_args, work)
+    if proc.returncode != 0:
+        return {**row, "error": (proc.stderr or proc.stdout).strip().splitlines()[-1:]}
+    metrics = json.loads((eval_dir / "metrics.json").read_text())
+    row.update(
+        eval_s=round(wall, 1),
+        scored_on="test root" if args.test_root else "its validation cars",
+        n_images=metrics["n_images"],
+        n_cars=len(metrics["cars"]),
+        dice_mean=metrics["mean"],
+        dice_median=metrics["median"],
+        dice_min=metrics["min"],
+        size_ceiling=metrics.get("size_ceiling"),
+        by_view=metrics.get("by_view"),
+    )
+    return row
+
+
+MEDIANS = ("epochs", "images_seen", "train_images_per_s", "start_up_s", "best_val_dice",
+           "dice_mean", "dice_median", "dice_min", "size_ceiling")  # fmt: skip
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """One line per recipe: medians over the seeds, and the seeds' spread of the mean Dice."""
+    out = []
+    for recipe in dict.fromkeys(r["recipe"] for r in rows):
+        done = [r for r in rows if r["recipe"] == recipe and "dice_mean" in r]
+        line = {"recipe": recipe, "runs": len(done),
+                "failed": len([r for r in rows if r["recipe"] == recipe]) - len(done)}  # fmt: skip
+        if done:
+            means = [r["dice_mean"] for r in done]
+            for key in MEDIANS:
+                values = [r[key] for r in done if r.get(key) is not None]
+                line[key] = statistics.median(values) if values else None
+            line["dice_mean_spread"] = [min(means), max(means)]
+            line["dice_mean_sd"] = statistics.stdev(means) if len(means) > 1 else 0.0
+            line["budget"] = done[0]["budget"]
+        out.append(line)
+    return out
+
+
+def markdown(result: dict) -> str:
+    head = ("| recipe | budget | runs | epochs | images seen | train img/s | start-up s | "
+            "best val/dice | Dice mean | median | worst | seeds' means (sd) |")  # fmt: skip
+    lines = [head, "|" + "---|" * 12]
+    for s in result["summary"]:
+        if not s["runs"]:
+            lines.append(f"| `{s['recipe']}` | | 0 | failed | | | | | | | | |")
+            continue
+        lo, hi = s["dice_mean_spread"]
+        lines.append(
+            f"| `{s['recipe']}` | {s['budget']} | {s['runs']} | {s['epochs']} | "
+            f"{s['images_seen']} | {s['train_images_per_s']:.1f} | {s['start_up_s']:.0f} | "
+            f"{s['best_val_dice']:.4f} | {s['dice_mean']:.4f} | {s['dice_median']:.4f} | "
+            f"{s['dice_min']:.4f} | {lo:.4f}-{hi:.4f} ({s['dice_mean_sd']:.4f}) |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.markdown is not None:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return 0
+    if not (args.data / "train").is_dir():
+        print(f"bench_accuracy.py: no train/ folder in {args.data}", file=sys.stderr)
+        return 2
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="carseg-accuracy-") as tmp:
+        work = args.keep or Path(tmp)
+        for recipe in args.recipes:
+            for seed in args.seeds:
+                print(f"[{time.strftime('%H:%M:%S')}] {recipe} seed {seed} ...", file=sys.stderr)
+                row = train_and_score(args, recipe, seed, work)
+                rows.append(row)
+                shown = row.get("error") or f"Dice {row['dice_mean']:.4f} ({row['epochs']} epochs)"
+                print(f"    {shown}", file=sys.stderr)
+    result = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "data": str(args.data.resolve()),
+        "test_root": str(args.test_root.resolve()) if args.test_root else None,
+        "cpus": len(os.sched_getaffinity(0)),
+        "rows": rows,
+        "summary": summarise(rows),
+    }
+    print(markdown(result))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0 if all("error" not in r for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
