@@ -8,7 +8,7 @@ from carseg.utils.errors import ConfigError, DataError
 
 
 def test_the_merge_refuses_a_prediction_with_inputs_missing(tmp_path):
-    outputs = Outputs(tmp_path, overlays=False)
+    outputs = Outputs(tmp_path, overlays=False, cutouts=False, background=None, feather=0.0)
     (tmp_path / "rows-rank0.csv").write_text("a.jpg,1 2\n")
     (tmp_path / "rows-rank1.csv").write_text("c.jpg,3 4\n")
     with pytest.raises(DataError, match="1 input\\(s\\) without a row \\(b.jpg\\)"):
@@ -22,7 +22,10 @@ def test_the_merge_refuses_a_prediction_with_inputs_missing(tmp_path):
 def test_the_merge_refuses_rows_of_images_that_are_not_inputs(tmp_path):
     (tmp_path / "rows-rank0.csv").write_text("a.jpg,1 2\nold.jpg,5 6\n")
     with pytest.raises(DataError, match="1 row\\(s\\) of images that are not among the inputs"):
-        merge(Outputs(tmp_path, overlays=False), ["a.jpg"])
+        merge(
+            Outputs(tmp_path, overlays=False, cutouts=False, background=None, feather=0.0),
+            ["a.jpg"],
+        )
 
 
 def test_output_dir_never_inside_input_and_never_over_earlier_predictions(tmp_path):

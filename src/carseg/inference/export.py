@@ -33,7 +33,9 @@ def export_onnx(model: nn.Module, record: CheckpointRecord, path: Path, opset: i
             "ONNX export needs onnx and onnxscript: pip install -e '.[onnx]'"
         ) from None
     net = _plain(model)
-    height, width = record.size or EXAMPLE_SIZE  # only the example's size: the axes stay dynamic
+    # only the example's size (the axes stay dynamic), rounded up to a multiple of 32: every
+    # network pads to one, and torch.export traces the padding of a size that needs none badly
+    height, width = (-(-side // 32) * 32 for side in (record.size or EXAMPLE_SIZE))
     example = torch.randn(1, 3, height, width)
     dims = {
         0: torch.export.Dim("batch", min=1, max=1024),

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from carseg.data.split import SplitRecord
+from carseg.models.registry import as_trained
 from carseg.training.checkpoint_reader import CheckpointRecord, read_checkpoint
 from carseg.training.segmentation_module import SegmentationModule
 from carseg.utils.errors import CarsegError, ConfigError, DataError, DataNotFoundError, first_line
@@ -49,8 +50,8 @@ def load_model(
     path = Path(path).expanduser()
     raw = read_checkpoint(path)
     record = CheckpointRecord.from_checkpoint(raw, path)
-    try:
-        model = SegmentationModule(**record.model)
+    try:  # (not from an ImageNet file or a download again: the checkpoint holds the weights)
+        model = SegmentationModule(**{**record.model, "net": as_trained(record.model["net"])})
         model.load_state_dict(raw["state_dict"])
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None

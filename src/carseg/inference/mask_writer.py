@@ -147,9 +147,9 @@ class Outputs:
 
     folder: Path
     overlays: bool
-    cutouts: bool = False
-    background: tuple[int, int, int] | Path | None = None
-    feather: float = 0.0
+    cutouts: bool
+    background: tuple[int, int, int] | Path | None
+    feather: float
 
     @property
     def masks(self) -> Path:

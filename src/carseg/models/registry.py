@@ -20,6 +20,17 @@ from carseg.utils.errors import ConfigError, first_line
 
 _trusted: dict[str, type] = {}  # targets the command's own config names, imported on its word
 
+# A network's arguments that only say how it is first initialised (an ImageNet weights file,
+# timm's download), with the values that build it without them: a checkpoint's weights replace
+# what they load, so a model is rebuilt from its checkpoint with these values.
+INIT_ONLY = {"encoder_weights": None, "pretrained": False}
+
+
+def as_trained(node: Mapping[str, Any]) -> dict[str, Any]:
+    """A network's node with its initialisation-only arguments at ``INIT_ONLY``'s values, to be
+    rebuilt and given trained weights (nothing is read or downloaded to initialise it)."""
+    return {k: INIT_ONLY.get(k, v) for k, v in node.items()}
+
 
 def dotted(cls: type) -> str:
     """``carseg.models.unet.UNet``: the ``_target_`` that names ``cls``."""
@@ -151,9 +162,11 @@ def arguments(node: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _networks() -> list[type]:
+    from carseg.models.resnet_unet import ResNetUNet
+    from carseg.models.timm_unet import TimmUNet  # (imports timm only when one is built)
     from carseg.models.unet import UNet
 
-    return [UNet]
+    return [UNet, ResNetUNet, TimmUNet]
 
 
 def _losses() -> list[type]:

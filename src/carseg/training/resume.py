@@ -17,13 +17,11 @@ from typing import Any
 import torch
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
+from carseg.models.registry import INIT_ONLY
 from carseg.training.checkpoint_reader import CheckpointRecord, read_checkpoint
 from carseg.utils.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
-
-# A net's arguments that only say how it is first initialised: a resume may give other values.
-INIT_ONLY = ("encoder_weights", "pretrained")
 
 
 @dataclass(frozen=True)
@@ -127,7 +125,7 @@ def finished_epochs(raw: Mapping[str, Any]) -> int:
 
 
 def _check_same_net(path: Path, saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> None:
-    keys = [k for k in {*saved, *wanted} if k not in INIT_ONLY]
+    keys = [k for k in {*saved, *wanted} if k not in INIT_ONLY]  # (how it was initialised)
     differ = sorted(k for k in keys if saved.get(k) != wanted.get(k))
     if differ:
 
