@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import statistics
 import subprocess
@@ -76,7 +77,8 @@ def _run(script: str, args: list[str], root: Path) -> tuple[subprocess.Completed
 
 def train_and_score(args: argparse.Namespace, recipe: str, seed: int, work: Path) -> dict:
     """One training run of ``recipe`` and the scores of its best checkpoint."""
-    name = f"{'_'.join(recipe_overrides(recipe)).replace('/', '.')}-seed{seed}"[:120]
+    # a folder name Hydra's override grammar takes as it is: letters, digits, _ . -
+    name = re.sub(r"[^\w.-]+", "_", "_".join(recipe_overrides(recipe)))[:110] + f"-seed{seed}"
     run_dir = work / "train" / name
     train_args = [
         *recipe_overrides(recipe),

@@ -67,3 +67,14 @@ def test_a_folder_of_ids_in_another_form_needs_its_rule_stated(tiny_set, tmp_pat
     dm.setup("fit")
     assert len(dm.split.train_cars) + len(dm.split.val_cars) == 5
     assert dm.split.car_id_pattern == r"(?P<car>[0-9a-f]+)-\d+"
+
+
+def test_data_folds_validate_one_fold_and_record_it(tiny_set):
+    dm = build_datamodule(tiny_set, size=(32, 48), num_workers=0, folds=5, fold=3)
+    dm.setup("fit")
+    assert len(dm.split.val_cars) == 1 and len(dm.split.train_cars) == 4
+    assert dm.split.fold == (3, 5)
+    with pytest.raises(CarsegError, match="data.fold=5: the folds are numbered 0 to 4"):
+        build_datamodule(tiny_set, folds=5, fold=5)
+    with pytest.raises(CarsegError, match="data.folds must be an integer >= 2"):
+        build_datamodule(tiny_set, folds=1, fold=0)

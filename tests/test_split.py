@@ -78,3 +78,16 @@ def test_the_record_keeps_the_rule_and_old_records_read_as_kaggles():
     assert record.train_cars == ["a"] and SplitRecord.from_dict(record.to_dict()) == record
     old = {k: v for k, v in record.to_dict().items() if k != "car_id_pattern"}
     assert SplitRecord.from_dict(old).car_id_pattern is None
+
+
+def test_folds_put_every_car_in_exactly_one_validation_fold():
+    ids = _ids(17)
+    vals = [set(cars_of(split_by_car(ids, 0.2, seed=3, fold_of=(k, 5))[1])) for k in range(5)]
+    assert set().union(*vals) == set(cars_of(ids))  # every car validates once ...
+    assert sum(len(v) for v in vals) == 17  # ... and only once
+    assert sorted(len(v) for v in vals) == [3, 3, 3, 4, 4]
+    train, val = split_by_car(ids, 0.2, seed=3, fold_of=(2, 5))
+    assert not set(cars_of(train)) & set(cars_of(val))
+    assert split_by_car(ids, 0.2, seed=4, fold_of=(2, 5)) != (train, val)  # the seed deals them
+    with pytest.raises(DataError, match="more folds than the 17 cars"):
+        split_by_car(ids, 0.2, seed=3, fold_of=(0, 18))

@@ -194,3 +194,13 @@ def test_a_read_only_sweep_folder_is_named_and_another_can_be_given(sweep, tmp_p
         result = report(sweep, out_dir=tmp_path / "elsewhere")
     assert result.csv_path == tmp_path / "elsewhere" / "sweep_report.csv"
     assert not (sweep / "sweep_report.csv").exists()
+
+
+def test_a_sweep_over_folds_names_its_fold_checkpoints(tmp_path):
+    sweep = tmp_path / "folds"
+    for fold in (2, 0, 1):
+        _job(sweep, str(fold), [f"data.fold={fold}", "data.folds=3"],
+             _summary(0.9, 3, ckpt=f"/runs/fold{fold}.ckpt"))  # fmt: skip
+    text = report(sweep, write=False).text
+    assert "fold checkpoints (3 folds" in text
+    assert "ckpt_path=[/runs/fold0.ckpt,/runs/fold1.ckpt,/runs/fold2.ckpt]" in text

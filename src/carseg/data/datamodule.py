@@ -90,6 +90,9 @@ class CarvanaDataModule(pl.LightningDataModule):
         image_dir: ``"train"`` or ``"train_hq"``.
         val_fraction: share of the cars held out for validation, in (0, 1).
         split_seed: seed of the split by car.
+        folds: deal the cars into this many folds (by ``split_seed``) and validate on fold
+            ``fold``; None: hold out ``val_fraction`` of the cars.
+        fold: the fold validated, 0 to ``folds - 1``.
         car_id_pattern: the rule that reads an image id's car (``carseg.data.split.car_id``: a
             regular expression with a group ``car``); None: Kaggle's ``<car>_<view>``.
         batch_size: training batch size.
@@ -127,6 +130,8 @@ class CarvanaDataModule(pl.LightningDataModule):
         val_fraction: float,
         split_seed: int,
         car_id_pattern: str | None,
+        folds: int | None,
+        fold: int,
         batch_size: int,
         val_batch_size: int | None,
         num_workers: int | str,
@@ -163,6 +168,11 @@ class CarvanaDataModule(pl.LightningDataModule):
             )
         check_val_fraction(val_fraction)
         car_pattern(car_id_pattern)  # a rule that compiles
+        if folds is not None:
+            check_int("data.folds", folds, 2, hint="or null for data.val_fraction")
+            check_int("data.fold", fold, 0)
+            if fold >= folds:
+                raise ConfigError(f"data.fold={fold}: the folds are numbered 0 to {folds - 1}")
         check_int("data.batch_size", batch_size, 1)
         if val_batch_size is not None:
             check_int("data.val_batch_size", val_batch_size, 1)
@@ -190,6 +200,7 @@ class CarvanaDataModule(pl.LightningDataModule):
         self.val_fraction = val_fraction
         self.split_seed = split_seed
         self.car_id_pattern = car_id_pattern
+        self.fold_of = None if folds is None else (fold, folds)
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
         self.crop_on_car = float(crop_on_car)
@@ -225,7 +236,7 @@ class CarvanaDataModule(pl.LightningDataModule):
         listed = CarvanaDataset(self.root, image_dir=self.image_dir, skip_missing_masks=skip)
         ids = usable_ids(listed, skip, "data.on_bad_file=skip") if self.validate else listed.ids
         train_ids, val_ids = split_by_car(
-            ids, self.val_fraction, self.split_seed, self.car_id_pattern
+            ids, self.val_fraction, self.split_seed, self.car_id_pattern, self.fold_of
         )
         self.split = SplitRecord.of(
             str(self.root.resolve()),
@@ -234,6 +245,7 @@ class CarvanaDataModule(pl.LightningDataModule):
             train_ids,
             val_ids,
             self.car_id_pattern,
+            self.fold_of,
         )
         self._check_resumed_split()
         decode_size = self.size if self.jpeg_draft else None

@@ -96,13 +96,18 @@ def check_val_fraction(val_fraction: float) -> float:
 
 
 def split_by_car(
-    image_ids: Sequence[str], val_fraction: float, seed: int, pattern: str | None = None
+    image_ids: Sequence[str],
+    val_fraction: float,
+    seed: int,
+    pattern: str | None = None,
+    fold_of: tuple[int, int] | None = None,
 ) -> tuple[list[str], list[str]]:
     """Split image ids into (train, val) so that all views of a car fall on the same side.
 
-    At least one car goes to each side.
-
-    ``pattern`` is the rule that reads an id's car (``car_id``; None: Kaggle's).
+    At least one car goes to each side. ``pattern`` is the rule that reads an id's car
+    (``car_id``; None: Kaggle's). ``fold_of=(k, n)``: the cars, shuffled by ``seed``, are dealt
+    into ``n`` folds, every car into exactly one, and fold ``k`` validates (``val_fraction`` is
+    not used): the ``n`` runs of ``k = 0 .. n-1`` train the fold models of an ensemble.
 
     Raises:
         ConfigError: ``val_fraction`` not in (0, 1).
@@ -116,9 +121,15 @@ def split_by_car(
             f"The data holds {len(cars)} car(s) ({', '.join(cars) or 'none'}): a split by car "
             "needs at least 2, one to train on and one to validate on"
         )
-    n_val = min(max(round(len(cars) * val_fraction), 1), len(cars) - 1)
     order = np.random.default_rng(seed).permutation(len(cars))
-    val_cars = {cars[i] for i in order[:n_val]}
+    if fold_of is not None:
+        fold, folds = fold_of
+        if folds > len(cars):
+            raise DataError(f"data.folds={folds}: more folds than the {len(cars)} cars")
+        val_cars = {cars[i] for n, i in enumerate(order) if n % folds == fold}
+    else:
+        n_val = min(max(round(len(cars) * val_fraction), 1), len(cars) - 1)
+        val_cars = {cars[i] for i in order[:n_val]}
     train = sorted(i for i in image_ids if car_id(i, pattern) not in val_cars)
     val = sorted(i for i in image_ids if car_id(i, pattern) in val_cars)
     return train, val
@@ -134,6 +145,7 @@ class SplitRecord:
     train_cars: list[str]
     val_cars: list[str]
     car_id_pattern: str | None  # the rule its cars were read by; None: Kaggle's
+    fold: tuple[int, int] | None = None  # (k, n): fold k of n validated; None: val_fraction
 
     @classmethod
     def of(
@@ -144,6 +156,7 @@ class SplitRecord:
         train: Sequence[str],
         val: Sequence[str],
         pattern: str | None,
+        fold: tuple[int, int] | None = None,
     ) -> SplitRecord:
         return cls(
             str(root),
@@ -152,6 +165,7 @@ class SplitRecord:
             cars_of(train, pattern),
             cars_of(val, pattern),
             pattern,
+            None if fold is None else (int(fold[0]), int(fold[1])),
         )
 
     def to_dict(self) -> dict:
@@ -167,4 +181,5 @@ class SplitRecord:
             train_cars=list(record["train_cars"]),
             val_cars=list(record["val_cars"]),
             car_id_pattern=record.get("car_id_pattern"),  # (records before it: Kaggle's)
+            fold=tuple(record["fold"]) if record.get("fold") else None,
         )

@@ -206,6 +206,19 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def fold_checkpoints(report: SweepReport) -> dict[int, str]:
+    """``{fold: best checkpoint}`` of a sweep over ``data.fold`` (the jobs that saved one), in
+    fold order; empty for other sweeps."""
+    if "data.fold" not in report.varying:
+        return {}
+    found = {}
+    for job in report.jobs:
+        fold, ckpt = job.overrides.get("data.fold", ""), job.get("best_checkpoint")
+        if fold.isdigit() and ckpt:
+            found[int(fold)] = str(ckpt)
+    return dict(sorted(found.items()))
+
+
 def format_table(report: SweepReport) -> str:
     """The report as text: a header, then one row per job, best first."""
     header = ["rank", "job", *report.varying, "best val/dice", "epoch", "epochs", "time s", "img/s"]
@@ -246,6 +259,14 @@ def format_table(report: SweepReport) -> str:
             f"best: job {best.name}, val/dice {best.best_val_dice:.4f} "
             f"(epoch {_fmt(best.get('best_epoch'))})",
             f"      {best.get('best_checkpoint') or 'no checkpoint saved'}",
+        ]
+    folds = fold_checkpoints(report)
+    if folds:
+        lines += [
+            "",
+            f"fold checkpoints ({len(folds)} folds: an ensemble of them, the mean of their "
+            "probabilities):",
+            "      ckpt_path=[" + ",".join(folds.values()) + "]",
         ]
     if report.optuna and "best_value" in report.optuna:
         params = " ".join(f"{k}={v}" for k, v in (report.optuna.get("best_params") or {}).items())

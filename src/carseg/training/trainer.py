@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 
 from carseg.utils.checks import require_gpus
 from carseg.utils.errors import ConfigError, first_line
-from carseg.utils.processes import started_by_launcher
+from carseg.utils.processes import cpu_has_native_bf16, started_by_launcher
 
 
 def _whole(minimum: int, none: bool = True):
@@ -136,6 +136,8 @@ def resolve_trainer_config(trainer: Mapping[str, Any], multirun: bool = False) -
             "set trainer.sync_batchnorm=false to train on the CPU"
         )
 
+    if cfg.get("precision") == "auto":
+        cfg["precision"] = auto_precision(accelerator)
     strategy = str(cfg.get("strategy", "auto"))
     relaunches = strategy.startswith("ddp") and not strategy.startswith("ddp_spawn")
     # (a job whose processes the launcher started, one per device, relaunches nothing: SLURM)
@@ -146,6 +148,16 @@ def resolve_trainer_config(trainer: Mapping[str, Any], multirun: bool = False) -
             "or run the DDP job on its own without -m."
         )
     return cfg
+
+
+def auto_precision(accelerator: str) -> str:
+    """``trainer.precision=auto``: 16-bit mixed precision on a GPU, bf16 mixed precision on a CPU
+    that computes in bf16 natively (AMX, AVX-512 BF16), full precision on any other CPU (where
+    bf16 is emulated: many times slower)."""
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if gpu:
+        return "16-mixed"
+    return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
 
 
 def _check_gpus(devices: Any) -> None:

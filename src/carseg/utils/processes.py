@@ -4,6 +4,7 @@ how many loader workers it gets."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from carseg.utils.checks import check_int
 
@@ -48,3 +49,14 @@ def usable_cores() -> int:
     """The CPU cores this process may run on (its affinity mask where the system has one)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return cores or 1
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (AMX or AVX-512 BF16, from
+    ``/proc/cpuinfo``): there bf16 autocast trains about 1.8x as fast as fp32 (``make bench``);
+    on a CPU without, it is emulated and many times slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " amx_bf16" in flags or " avx512_bf16" in flags
