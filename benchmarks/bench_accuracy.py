@@ -179,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.data / "train").is_dir():
         print(f"bench_accuracy.py: no train/ folder in {args.data}", file=sys.stderr)
         return 2
-    rows = []
+    rows: list[dict] = []
+    result: dict = {}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="carseg-accuracy-") as tmp:
         work = args.keep or Path(tmp)
         for recipe in args.recipes:
@@ -189,17 +191,17 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
                 shown = row.get("error") or f"Dice {row['dice_mean']:.4f} ({row['epochs']} epochs)"
                 print(f"    {shown}", file=sys.stderr)
-    result = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "data": str(args.data.resolve()),
-        "test_root": str(args.test_root.resolve()) if args.test_root else None,
-        "cpus": len(os.sched_getaffinity(0)),
-        "rows": rows,
-        "summary": summarise(rows),
-    }
+                # saved after every run, so a stopped benchmark keeps what it measured
+                result = {
+                    "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "data": str(args.data.resolve()),
+                    "test_root": str(args.test_root.resolve()) if args.test_root else None,
+                    "cpus": len(os.sched_getaffinity(0)),
+                    "rows": rows,
+                    "summary": summarise(rows),
+                }
+                args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(markdown(result))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0 if all("error" not in r for r in rows) else 1
 

@@ -1,0 +1,59 @@
+"""`make bench-accuracy` end to end on the real sample: a recipe trained for a budget, its best
+checkpoint scored at full resolution on its validation car, the table printed and saved (after
+every run), and a saved result printed again as markdown."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import bench_accuracy  # noqa: E402
+
+# carvana_cpu shrunk to what trains in seconds; the recipe's other choices stay
+RECIPE = "carvana_cpu data.size=[32,48] model.net.base_width=4 data.batch_size=4"
+
+
+@pytest.mark.slow
+def test_trains_scores_and_saves_a_table(sample_dir: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "accuracy.json"
+    rc = bench_accuracy.main([
+        "--data", str(sample_dir), "--recipes", RECIPE, "--budget", "00:00:00:06",
+        "--seeds", "3", "--val-fraction", "0.5", "--out", str(out), "--keep", str(tmp_path / "w"),
+    ])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err[-2000:]
+    result = json.loads(out.read_text())
+    (row,) = result["rows"]
+    assert row["recipe"] == RECIPE and row["seed"] == 3 and row["budget"] == "00:00:00:06"
+    # one of the two cars validates; eval scored its 16 photos at their own size
+    assert (row["n_cars"], row["n_images"], row["scored_on"]) == (1, 16, "its validation cars")
+    assert 0.0 <= row["dice_min"] <= row["dice_median"] <= 1.0
+    assert 0.0 <= row["dice_mean"] <= 1.0 and 0.0 < row["size_ceiling"] <= 1.0
+    assert row["images_seen"] > 0 and row["epochs"] >= 1 and row["train_images_per_s"] > 0
+    assert row["start_up_s"] >= 0 and Path(row["checkpoint"]).is_file()
+    (line,) = result["summary"]
+    assert line["runs"] == 1 and line["dice_mean"] == row["dice_mean"]
+    assert line["dice_mean_spread"] == [row["dice_mean"], row["dice_mean"]]
+    printed = capsys.readouterr().out
+    assert f"| `{RECIPE}` | 00:00:00:06 | 1 |" in printed
+
+    assert bench_accuracy.main(["--markdown", str(out)]) == 0
+    again = capsys.readouterr().out
+    assert f"{row['dice_mean']:.4f}" in again and again.startswith("| recipe | budget |")
+
+
+def test_refuses_a_folder_without_train(tmp_path: Path, capsys) -> None:
+    assert bench_accuracy.main(["--data", str(tmp_path), "--out", str(tmp_path / "a.json")]) == 2
+    assert "no train/ folder" in capsys.readouterr().err
+    assert not (tmp_path / "a.json").exists()
+
+
+def test_a_recipe_is_an_experiment_and_overrides() -> None:
+    assert bench_accuracy.recipe_overrides("carvana_cpu model.optimizer.lr=3e-3") == [
+        "experiment=carvana_cpu", "model.optimizer.lr=3e-3"]  # fmt: skip
+    assert bench_accuracy.recipe_overrides("data.size=[64,96]") == ["data.size=[64,96]"]
