@@ -16,7 +16,8 @@ and the spread over the seeds.
 A recipe is a space-separated list: its first word, if it has no ``=``, is the experiment; the
 rest are overrides (``"carvana_cpu model.optimizer.lr=3e-3"``). ``--seeds`` sets ``seed`` and
 ``data.split_seed`` together, so each seed also validates on other cars (with 16 cars, one car's
-Dice moves the mean: the spread says how much).
+Dice moves the mean: the spread says how much); ``--split-seed`` fixes the split instead, so the
+spread is the seeds' alone and the runs' checkpoints share their validation cars (an ensemble).
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--budget", default="00:00:10:00", help="trainer.max_time (D:H:M:S)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--val-fraction", type=float, help="data.val_fraction (the recipe's else)")
+    parser.add_argument("--split-seed", type=int,
+                        help="one split for every seed (its runs then share their validation "
+                        "cars); by default each seed splits its own way")  # fmt: skip
     parser.add_argument("--eval-args", nargs="*", default=[], help="more overrides for eval.py")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "accuracy.json")
     parser.add_argument("--markdown", type=Path, help="print a saved result as a markdown table")
@@ -80,20 +84,22 @@ def train_and_score(args: argparse.Namespace, recipe: str, seed: int, work: Path
     # a folder name Hydra's override grammar takes as it is: letters, digits, _ . -
     name = re.sub(r"[^\w.-]+", "_", "_".join(recipe_overrides(recipe)))[:110] + f"-seed{seed}"
     run_dir = work / "train" / name
+    split_seed = seed if args.split_seed is None else args.split_seed
     train_args = [
         *recipe_overrides(recipe),
         "data=carvana",
         f"data.root={args.data.resolve()}",
         f"trainer.max_time={args.budget}",
         f"seed={seed}",
-        f"data.split_seed={seed}",
+        f"data.split_seed={split_seed}",
         f"hydra.run.dir={run_dir}",
         "logger=csv",
     ]
     if args.val_fraction is not None:
         train_args.append(f"data.val_fraction={args.val_fraction}")
     proc, wall = _run("train", train_args, work)
-    row = {"recipe": recipe, "seed": seed, "budget": args.budget, "process_s": round(wall, 1)}
+    row = {"recipe": recipe, "seed": seed, "split_seed": split_seed, "budget": args.budget,
+           "process_s": round(wall, 1)}  # fmt: skip
     if proc.returncode != 0:
         return {**row, "error": (proc.stderr or proc.stdout).strip().splitlines()[-1:]}
     summary = json.loads((run_dir / "summary.json").read_text())

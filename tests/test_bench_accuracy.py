@@ -24,12 +24,14 @@ def test_trains_scores_and_saves_a_table(sample_dir: Path, tmp_path: Path, capsy
     out = tmp_path / "accuracy.json"
     rc = bench_accuracy.main([
         "--data", str(sample_dir), "--recipes", RECIPE, "--budget", "00:00:00:06",
-        "--seeds", "3", "--val-fraction", "0.5", "--out", str(out), "--keep", str(tmp_path / "w"),
+        "--seeds", "3", "--split-seed", "0", "--val-fraction", "0.5", "--out", str(out),
+        "--keep", str(tmp_path / "w"),
     ])  # fmt: skip
     assert rc == 0, capsys.readouterr().err[-2000:]
     result = json.loads(out.read_text())
     (row,) = result["rows"]
-    assert row["recipe"] == RECIPE and row["seed"] == 3 and row["budget"] == "00:00:00:06"
+    assert row["recipe"] == RECIPE and row["budget"] == "00:00:00:06"
+    assert (row["seed"], row["split_seed"]) == (3, 0)
     # one of the two cars validates; eval scored its 16 photos at their own size
     assert (row["n_cars"], row["n_images"], row["scored_on"]) == (1, 16, "its validation cars")
     assert 0.0 <= row["dice_min"] <= row["dice_median"] <= 1.0

@@ -120,6 +120,27 @@ def test_recipes_reach_the_trainer_model_and_data(tiny_set, tmp_path, experiment
         assert gpu.trainer.precision == precision and gpu.model.channels_last == "auto"
 
 
+def test_carvana_cpu_anneals_over_its_time_budget_without_an_early_stop(tiny_set, tmp_path):
+    """The CPU recipe: a time budget (however long, the schedule's cosine ends at its end), no
+    early stop, the frames cached, precision chosen by the CPU (trainer.precision=auto)."""
+    from carseg.training.trainer import auto_precision
+
+    cfg = compose(
+        "experiment=carvana_cpu", f"data.root={tiny_set}", "trainer=cpu", "logger=none",
+        "trainer.max_time=00:00:02:00", f"++paths.output_dir={tmp_path}",
+    )  # fmt: skip
+    run = build(cfg)
+    model, data, trainer = run.model, run.datamodule, run.trainer
+    assert (data.size, data.batch_size, data.cache) == ((160, 240), 8, True)
+    assert model.hparams.loss["_target_"] == "carseg.models.losses.BCEDice"
+    assert trainer.max_epochs == -1 and cfg.trainer.max_time == "00:00:02:00"
+    assert not any(isinstance(c, pl.callbacks.EarlyStopping) for c in trainer.callbacks)
+    assert trainer.precision == auto_precision("cpu")  # bf16-mixed on AMX, 32-true on AVX2
+    assert compose("experiment=carvana_cpu", "data.root=/d").trainer.precision == "auto"
+    assert model.hparams.scheduler["_target_"] == "carseg.training.optim.WarmupCosine"
+    assert model.hparams.optimizer["lr"] == 2.0e-3
+
+
 @pytest.mark.parametrize("experiment", ["carvana_half", "carvana_full"])
 def test_gpu_recipes_train_a_step_on_the_cpu(tiny_set, tmp_path, experiment):
     """One training and one validation step of each GPU recipe, in bf16 on the CPU at a tiny size:
