@@ -169,8 +169,8 @@ def markdown(result: dict) -> str:
             continue
         lo, hi = s["dice_mean_spread"]
         lines.append(
-            f"| `{s['recipe']}` | {s['budget']} | {s['runs']} | {s['epochs']} | "
-            f"{s['images_seen']} | {s['train_images_per_s']:.1f} | {s['start_up_s']:.0f} | "
+            f"| `{s['recipe']}` | {s['budget']} | {s['runs']} | {s['epochs']:g} | "
+            f"{s['images_seen']:g} | {s['train_images_per_s']:.1f} | {s['start_up_s']:.0f} | "
             f"{s['best_val_dice']:.4f} | {s['dice_mean']:.4f} | {s['dice_median']:.4f} | "
             f"{s['dice_min']:.4f} | {lo:.4f}-{hi:.4f} ({s['dice_mean_sd']:.4f}) |"
         )
