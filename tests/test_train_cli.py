@@ -74,6 +74,15 @@ def test_train_writes_checkpoint_and_tensorboard_logs(tmp_path):
     assert printed == pytest.approx(max(dice), abs=1e-4)
 
 
+def test_a_step_budget_below_one_epoch_ends_without_a_checkpoint_and_says_so(tmp_path):
+    """trainer.max_steps stops the run before its first validation: early stopping (on by
+    default) has nothing to check and waits for a validation instead of failing."""
+    proc = run_train(tmp_path, *TINY, "trainer.max_steps=2", "trainer.max_epochs=3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "`max_steps=2` reached" in proc.stderr + proc.stdout
+    assert "best val/dice: n/a" in proc.stdout and "checkpoint:    none saved" in proc.stdout
+
+
 def test_missing_carvana_folder_explains_the_layout(tmp_path):
     proc = run_train(tmp_path, "data=carvana", f"data.root={tmp_path / 'kaggle'}", "debug=fast")
     assert proc.returncode == 2
