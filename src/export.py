@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from carseg.inference.export import FORMATS, SUFFIXES, export
 from carseg.inference.loading import load_model
-from carseg.models.registry import trusting
+from carseg.models.registry import trusted_targets, trusting
 from carseg.runs.entrypoint import run, user_errors_exit
 from carseg.utils.checks import check_bool, check_choice, check_required, check_writable
 from carseg.utils.errors import ConfigError
@@ -24,7 +24,7 @@ def main(cfg: DictConfig) -> None:
     with user_errors_exit(cfg.paths.output_dir):
         ckpt = Path(check_required(cfg, "ckpt_path", "the checkpoint to export"))
         check_choice("format", cfg.format, FORMATS)
-        with trusting(*cfg.trusted_targets):
+        with trusting(*trusted_targets(cfg.trusted_targets)):
             model, record = load_model(ckpt)
         output = Path(cfg.output) if cfg.output else ckpt.with_suffix(SUFFIXES[cfg.format])
         if output.expanduser().resolve() == ckpt.expanduser().resolve():

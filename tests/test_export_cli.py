@@ -7,7 +7,7 @@ import pytest
 
 from carseg.data.rle import read_rle_csv, rle_decode
 from support.entry import run_entry, run_script
-from support.refusals import Row, assert_refused, checkpoint
+from support.refusals import Row, assert_refused, checkpoint, crafted_checkpoint, nan_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -50,6 +50,12 @@ REFUSED = [
     Row("output= the checkpoint itself", "export",
         lambda t: [f"ckpt_path={checkpoint(t)}", f"output={checkpoint(t)}", "overwrite=true"],
         ["is the checkpoint it exports"]),
+    Row("a checkpoint holding Inf weights", "export",
+        lambda t: [f"ckpt_path={nan_checkpoint(t, float('inf'))}"],
+        ["holds NaN or infinite weights"]),
+    Row("a checkpoint whose loss is os.system, trusted_targets=os.system", "export",
+        lambda t: [f"ckpt_path={crafted_checkpoint(t)}", "trusted_targets=os.system"],
+        ["_target_ 'os.system' is a function, not a class"]),
 ]  # fmt: skip
 
 

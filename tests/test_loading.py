@@ -2,6 +2,7 @@
 files that are missing, foreign or booby-trapped."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 
 from carseg.inference.loading import load_model, load_models
 from carseg.inference.loop import model_size
+from carseg.models.registry import trusting
 from carseg.utils.errors import ConfigError, DataError, DataNotFoundError
 from support.configs import build_model
 
@@ -111,3 +113,32 @@ def test_the_size_fed_is_the_recorded_one_or_the_one_given(tmp_path):
     unrecorded = load_models(str(_save_checkpoint(module, tmp_path / "b.ckpt")), None)[0]
     with pytest.raises(ConfigError, match=r"give it as size=\[height,width\]"):
         model_size(unrecorded, None)
+
+
+@pytest.mark.parametrize("node", ["loss", "optimizer", "scheduler"])
+def test_inference_builds_the_network_alone_whatever_the_other_nodes_name(tmp_path, node):
+    """A crafted checkpoint whose loss, optimiser or schedule names a function: inference builds
+    none of them, and the command cannot be told to trust the function either."""
+    module = build_model(base_width=2, depth=1)
+    path = _save_checkpoint(module, tmp_path / "crafted.ckpt")
+    raw = torch.load(path, weights_only=True)
+    marker = tmp_path / "PWNED"
+    raw["carseg"]["model"][node] = {"_target_": "os.system", "command": f"touch {marker}"}
+    torch.save(raw, path)
+    model, _ = load_model(path)
+    assert model.criterion is None and not marker.exists()
+    with pytest.raises(ConfigError, match="is a function, not a class"), trusting("os.system"):
+        load_model(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_checkpoint_holding_nan_or_inf_weights_is_refused(tmp_path, value):
+    module = build_model(base_width=2, depth=1)
+    path = _save_checkpoint(module, tmp_path / "m.ckpt")
+    raw = torch.load(path, weights_only=True)
+    key = next(k for k in raw["state_dict"] if k.endswith("weight"))
+    raw["state_dict"][key].view(-1)[0] = value
+    torch.save(raw, path)
+    with pytest.raises(DataError, match=f"NaN or infinite weights \\({re.escape(key)}\\)"):
+        load_model(path)

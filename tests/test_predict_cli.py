@@ -22,8 +22,10 @@ from support.refusals import (
     Row,
     assert_refused,
     checkpoint,
+    crafted_checkpoint,
     earlier_prediction,
     empty_dir,
+    nan_checkpoint,
     onnx_file,
     photos,
 )
@@ -225,6 +227,20 @@ REFUSED = [
     Row("a missing ONNX file", "predict",
         lambda t: [f"onnx_path={t / 'nowhere.onnx'}", f"input={photos(t)}"],
         ["ONNX model not found", "nowhere.onnx"]),
+    Row("a checkpoint whose loss is os.system, trusted_targets=[os.system]", "predict",
+        lambda t: [f"ckpt_path={crafted_checkpoint(t)}", f"input={photos(t)}",
+                   "trusted_targets=[os.system]"],
+        ["_target_ 'os.system' is a function, not a class", "never a function"]),
+    Row("trusted_targets=os.system, without brackets", "predict",
+        lambda t: [f"ckpt_path={checkpoint(t)}", f"input={photos(t)}", "trusted_targets=os.system"],
+        ["_target_ 'os.system' is a function, not a class"]),
+    Row("a checkpoint whose network is a trusted class of another kind", "predict",
+        lambda t: [f"ckpt_path={crafted_checkpoint(t, 'net', 'subprocess.Popen')}",
+                   f"input={photos(t)}", "trusted_targets=[subprocess.Popen]"],
+        ["model.net: _target_ 'subprocess.Popen' is not a subclass of torch.nn.Module"]),
+    Row("a checkpoint holding NaN weights", "predict",
+        lambda t: [f"ckpt_path={nan_checkpoint(t)}", f"input={photos(t)}"],
+        ["nan.ckpt holds NaN or infinite weights", "use an earlier checkpoint"]),
 ]  # fmt: skip
 
 

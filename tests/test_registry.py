@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from carseg.models.registry import LOSSES, NETS, Registry, trusting
+from carseg.models.registry import LOSSES, NETS, Registry, trusted_targets, trusting
 from carseg.models.unet import UNet
 from carseg.training.optim import OPTIMIZERS, SCHEDULERS
 from carseg.utils.errors import ConfigError
@@ -63,3 +63,37 @@ def test_a_node_with_keys_its_class_does_not_take_is_refused():
         NETS.build(node)
     registry = Registry("thing", [Path])
     assert registry.build({"_target_": "pathlib.Path"}, "a") == Path("a")
+
+
+@pytest.mark.parametrize("target", ["os.system", "builtins.eval", "os.path.join"])
+def test_a_function_is_never_trusted_only_classes_are(target):
+    with (
+        pytest.raises(ConfigError, match=f"'{target}' is a function, not a class"),
+        trusting(target),
+    ):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("registry", "target"),
+    [
+        (NETS, "subprocess.Popen"),  # a class, but not a network
+        (LOSSES, "pathlib.Path"),
+        (OPTIMIZERS, "torch.nn.Identity"),  # a module, not an optimiser
+        (SCHEDULERS, "subprocess.Popen"),
+        (SCHEDULERS, "torch.optim.SGD"),  # an optimiser, not a schedule
+    ],
+)
+def test_a_trusted_class_of_another_kind_than_its_node_is_refused(registry, target):
+    with trusting(target), pytest.raises(ConfigError, match="is not a subclass of"):
+        registry.build({"_target_": target}, torch.optim.SGD([torch.zeros(1)], lr=1.0))
+
+
+@pytest.mark.parametrize(
+    ("value", "targets"),
+    [(None, []), ([], []), ("pkg.Net", ["pkg.Net"]), (["a.B", "c.D"], ["a.B", "c.D"])],
+)
+def test_trusted_targets_are_a_list_or_one_path_without_brackets(value, targets):
+    assert trusted_targets(value) == targets
+    with pytest.raises(ConfigError, match=r"trusted_targets=\[mypackage"):
+        trusted_targets([1, 2])

@@ -211,8 +211,38 @@ def test_a_file_cut_short_is_refused(tmp_path):
     weights_file(whole, 18)
     data = whole.read_bytes()
     cut.write_bytes(data[: len(data) // 2])
-    with pytest.raises(DataError, match=r"cut\.pth cannot be read as a weights file"):
+    with pytest.raises(DataError, match=r"cut\.pth is a damaged PyTorch weights file"):
         resnet_unet(18, encoder_weights=cut)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\xff\xd8\xff\xe0" + bytes(200), "is not a PyTorch weights file"),  # a JPEG
+        (b"\x80\x04\x95" + bytes(200), "is not a PyTorch weights file"),  # a bare pickle
+        (b"", "an empty file"),
+    ],
+)
+def test_a_file_that_is_not_a_torch_file_gets_carsegs_message_not_torchs(
+    tmp_path, content, message
+):
+    """One safe reader for every torch file: never torch's advice to set weights_only=False."""
+    path = tmp_path / "resnet18.pth"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=message) as caught:
+        resnet_unet(18, encoder_weights=path)
+    assert "weights_only" not in str(caught.value)
+    assert "model.net.encoder_weights=null" in str(caught.value)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_file_holding_nan_or_inf_is_refused_where_it_enters(tmp_path, value):
+    path = tmp_path / "resnet18.pth"
+    state = weights_file(path, 18)
+    state["layer1.0.bn1.running_var"][3] = value
+    torch.save(state, path)
+    with pytest.raises(DataError, match=r"NaN or infinite weights \(layer1\.0\.bn1\.running_var\)"):
+        resnet_unet(18, encoder_weights=path)
 
 
 def test_a_state_dict_missing_its_last_stage_is_refused(tmp_path):
@@ -289,7 +319,7 @@ def test_a_file_that_would_run_code_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "ran"
     path = tmp_path / "evil.pth"
     torch.save({"conv1.weight": _RunsCode(str(marker))}, path)
-    with pytest.raises(DataError, match=r"evil\.pth cannot be read as a weights file"):
+    with pytest.raises(DataError, match=r"evil\.pth was refused: it holds Python objects"):
         resnet_unet(18, encoder_weights=path)
     assert not marker.exists()
 

@@ -47,6 +47,26 @@ def checkpoint(tmp: Path, epoch: int = 0, base_width: int = 2, **record) -> Path
     return path
 
 
+def crafted_checkpoint(tmp: Path, node: str = "loss", target: str = "os.system") -> Path:
+    """``checkpoint`` with one node of its record naming ``target``, which would touch PWNED in
+    the command's folder if it were ever called."""
+    path = tmp / "crafted.ckpt"
+    raw = torch.load(checkpoint(tmp), weights_only=True)
+    raw["carseg"]["model"][node] = {"_target_": target, "command": "touch PWNED"}
+    torch.save(raw, path)
+    return path
+
+
+def nan_checkpoint(tmp: Path, value: float = float("nan")) -> Path:
+    """``checkpoint`` with one weight NaN (or ``value``): what a diverged run could leave."""
+    path = tmp / "nan.ckpt"
+    raw = torch.load(checkpoint(tmp), weights_only=True)
+    key = next(k for k in raw["state_dict"] if k.endswith("weight"))
+    raw["state_dict"][key].view(-1)[0] = value
+    torch.save(raw, path)
+    return path
+
+
 def photos(tmp: Path, names: tuple[str, ...] = ("a.jpg", "b.jpg")) -> Path:
     folder = tmp / "photos"
     folder.mkdir(exist_ok=True)

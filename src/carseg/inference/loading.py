@@ -50,9 +50,13 @@ def load_model(
     path = Path(path).expanduser()
     raw = read_checkpoint(path)
     record = CheckpointRecord.from_checkpoint(raw, path)
-    try:  # (not from an ImageNet file or a download again: the checkpoint holds the weights)
-        model = SegmentationModule(**{**record.model, "net": as_trained(record.model["net"])})
-        model.load_state_dict(raw["state_dict"])
+    # The network alone (no loss, optimiser nor schedule is built from the checkpoint), and not
+    # from an ImageNet file or a download again: the checkpoint holds the weights.
+    settings = {**record.model, "net": as_trained(record.model["net"]), "inference": True}
+    try:
+        model = SegmentationModule(**settings)
+        weights = raw["state_dict"]  # (less a loss's buffers, were a loss to have some)
+        model.load_state_dict({k: v for k, v in weights.items() if not k.startswith("criterion.")})
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
     except (TypeError, RuntimeError, KeyError, CarsegError) as err:

@@ -26,7 +26,7 @@ from carseg.inference.loading import OnnxNet, TrainedModel, load_models
 from carseg.inference.postprocess import PostProcess
 from carseg.inference.predictor import Predictor, size_ceiling_dice
 from carseg.models.metrics import dice_per_image
-from carseg.models.registry import trusting
+from carseg.models.registry import trusted_targets, trusting
 from carseg.training.trainer import build_trainer, resolve_trainer_config
 from carseg.utils.checks import check_int, check_size, check_threshold
 from carseg.utils.errors import ConfigError, DataError, UnreadableFileError
@@ -188,7 +188,7 @@ def build_predictor(cfg: DictConfig | Mapping[str, Any]) -> tuple[Predictor, flo
     """
     check_int("batch_size", cfg.batch_size, 1)
     # classes outside carseg that the command's own config allows a checkpoint to name
-    with trusting(*(cfg.trusted_targets or [])):
+    with trusting(*trusted_targets(cfg.trusted_targets)):
         models = load_models(cfg.ckpt_path, cfg.onnx_path)
     sizes = [model_size(m, cfg.size) for m in models]
     if cfg.threshold is not None:

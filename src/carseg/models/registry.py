@@ -5,20 +5,45 @@ one): so a ``_target_`` read from a checkpoint is never imported. It is looked u
 classes registered here (carseg's networks and losses), the namespaces a registry allows
 (``torch.optim.Adam``: an attribute of ``torch.optim``, nothing imported), or the targets the
 user's own command config names (``trusting``: the training config's ``model.net``, or
-``trusted_targets`` of eval, predict and export).
+``trusted_targets`` of eval, predict and export). A trusted target must be a class, of the kind
+its node builds (``KINDS``): an ``nn.Module`` for a network or a loss, an optimiser, a schedule;
+never a function such as ``os.system``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import ModuleType
 from typing import Any
+
+import torch
+from torch import nn
 
 from carseg.utils.errors import ConfigError, first_line
 
 _trusted: dict[str, type] = {}  # targets the command's own config names, imported on its word
+
+# The class every class a node builds derives from, trusted ones included: a user's class is
+# built only where it is of its node's kind.
+KINDS: dict[str, type] = {
+    "model.net": nn.Module,
+    "model.loss": nn.Module,
+    "model.optimizer": torch.optim.Optimizer,
+    "model.scheduler": torch.optim.lr_scheduler.LRScheduler,
+}
+_PUBLIC_NAMES = {
+    nn.Module: "torch.nn.Module",
+    torch.optim.Optimizer: "torch.optim.Optimizer",
+    torch.optim.lr_scheduler.LRScheduler: "torch.optim.lr_scheduler.LRScheduler",
+}
+
+
+def public_name(cls: type) -> str:
+    """The path a user writes for ``cls`` (``torch.nn.Module``, not its defining module's)."""
+    return _PUBLIC_NAMES.get(cls) or dotted(cls)
+
 
 # A network's arguments that only say how it is first initialised (an ImageNet weights file,
 # timm's download), with the values that build it without them: a checkpoint's weights replace
@@ -43,7 +68,8 @@ def trusting(*targets: str) -> Iterator[None]:
     the block, as if registered; outside it they are refused again.
 
     Raises:
-        ConfigError: a target that cannot be imported.
+        ConfigError: a target that cannot be imported, or that is not a class (a function such
+            as ``os.system`` is never trusted: carseg builds classes of a node's kind only).
     """
     from hydra.utils import get_object
 
@@ -52,17 +78,50 @@ def trusting(*targets: str) -> Iterator[None]:
         if not target or target in _trusted:
             continue
         try:
-            _trusted[target] = get_object(target)
+            found = get_object(target)
         except Exception as err:  # ImportError, AttributeError, Hydra's wrapping of them
             raise ConfigError(
                 f"_target_ {target!r} cannot be imported: {first_line(err)}"
             ) from None
+        if not isinstance(found, type):
+            raise ConfigError(
+                f"_target_ {target!r} is a {what_it_is(found)}, not a class: carseg builds "
+                f"only classes of the kind a node needs ({_kinds_in_words()}), never a function"
+            )
+        _trusted[target] = found
         added.append(target)
     try:
         yield
     finally:
         for target in added:
             _trusted.pop(target, None)
+
+
+def trusted_targets(value: Any, key: str = "trusted_targets") -> list[str]:
+    """The dotted paths of a command's ``trusted_targets``: a list of them, or one (given
+    without brackets: ``trusted_targets=pkg.nets.MyNet``).
+
+    Raises:
+        ConfigError: anything else.
+    """
+    if value in (None, "", []):
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Sequence) and all(isinstance(v, str) and v for v in value):
+        return list(value)
+    raise ConfigError(
+        f"{key} must be a list of class paths ({key}=[mypackage.nets.MyNet]), got {value!r}"
+    )
+
+
+def what_it_is(found: Any) -> str:
+    """``"function"`` for any function (``os.system`` is a builtin one), else the type's name."""
+    return "function" if callable(found) else type(found).__name__
+
+
+def _kinds_in_words() -> str:
+    return "; ".join(f"{kind}: a subclass of {public_name(base)}" for kind, base in KINDS.items())
 
 
 class Registry:
@@ -86,7 +145,10 @@ class Registry:
         self.kind = kind
         self.classes = {dotted(c): c for c in classes}
         self.namespaces = dict(namespaces or {})
-        self.base = base
+        self.base = base if base is not None else KINDS.get(kind)
+
+    def _kind_in_words(self) -> str:
+        return f"a subclass of {public_name(self.base)}" if self.base is not None else "a class"
 
     def names(self) -> list[str]:
         return sorted(self.classes)
@@ -96,11 +158,19 @@ class Registry:
 
         Raises:
             ConfigError: no ``_target_``, or one that is neither registered, in an allowed
-                namespace, nor trusted by the command's config: it is not imported.
+                namespace, nor trusted by the command's config: it is not imported; or a trusted
+                class of another kind than the registry's ``base``.
         """
         if not isinstance(target, str) or not target:
             raise ConfigError(f"{self.kind} has no _target_ (got {target!r})")
-        found = self.classes.get(target) or _trusted.get(target)
+        found = self.classes.get(target)
+        if found is None and target in _trusted:
+            found = _trusted[target]
+            if self.base is not None and not issubclass(found, self.base):
+                raise ConfigError(
+                    f"{self.kind}: _target_ {target!r} is not a subclass of "
+                    f"{public_name(self.base)}: a {self.kind} must be one"
+                )
         if found is None:
             module, _, name = target.rpartition(".")
             namespace = self.namespaces.get(module)
@@ -113,8 +183,9 @@ class Registry:
             allowed = ", ".join([*self.names(), *(f"{n}.*" for n in self.namespaces)])
             raise ConfigError(
                 f"{self.kind}: _target_ {target!r} is not one carseg builds ({allowed}). A "
-                "checkpoint's _target_ is never imported, since that could run any code; to build "
-                f"your own class, name it in the command's config: trusted_targets=[{target}]"
+                "checkpoint's _target_ is never imported, since that could run any code. If it "
+                f"is a class of your own ({self._kind_in_words()}), name it in the command's "
+                f"config: trusted_targets=[{target}]"
             )
         return found
 

@@ -34,7 +34,8 @@ from torch import nn
 
 from carseg.models.decoder import UNetDecoder, pad_to_multiple
 from carseg.utils.checks import check_int
-from carseg.utils.errors import ConfigError, DataError, DataNotFoundError, first_line
+from carseg.utils.errors import ConfigError, DataError, DataNotFoundError
+from carseg.utils.torch_files import check_finite, read_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -163,15 +164,17 @@ class ResNetUNet(nn.Module):
 def load_encoder_weights(encoder: nn.Module, path: str | os.PathLike, name: str) -> int:
     """Load a torchvision weights file into ``encoder``; returns how many tensors it loaded.
 
-    The file is read with ``torch.load(weights_only=True)``: tensors and containers only, never
-    code. Its keys must be the encoder's, less nothing and plus nothing but the classifier
-    (``fc.*``, not used) and the BatchNorm counters older files lack. A dict whose ``state_dict``
+    The file is read by carseg's one safe reader (``carseg.utils.torch_files``): tensors and
+    containers only, never code; weights holding NaN or infinity are refused. Its keys must be
+    the encoder's, less nothing and plus nothing but the classifier (``fc.*``, not used) and the
+    BatchNorm counters older files lack. A dict whose ``state_dict``
     holds such keys (a checkpoint of a classifier) is read as that state dict.
 
     Raises:
         DataNotFoundError: no file at ``path``.
-        DataError: a file torch cannot read safely, not a dict, or whose keys or shapes differ
-            from the encoder's: the first difference is named, the others counted.
+        DataError: a file torch cannot read safely, not a dict, whose keys or shapes differ
+            from the encoder's (the first difference is named, the others counted), or holding
+            NaN or infinity.
     """
     where = f"model.net.encoder_weights={path}"
     file = Path(path).expanduser()
@@ -183,13 +186,7 @@ def load_encoder_weights(encoder: nn.Module, path: str | os.PathLike, name: str)
     if not file.is_file():
         what = "a folder" if file.is_dir() else "no such file"
         raise DataNotFoundError(f"{where}: {what}. {fix}")
-    try:
-        content = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:  # UnpicklingError (code, not tensors), RuntimeError (a cut zip) ...
-        raise DataError(
-            f"{where} cannot be read as a weights file ({type(err).__name__}: {first_line(err)}). "
-            f"{fix}"
-        ) from None
+    content = read_torch_file(file, "weights file", where, fix)
     if isinstance(content, Mapping) and isinstance(content.get("state_dict"), Mapping):
         where += " (its state_dict)"
         content = content["state_dict"]
@@ -207,6 +204,7 @@ def load_encoder_weights(encoder: nn.Module, path: str | os.PathLike, name: str)
             f"{where} does not fit the {name} encoder: {mismatch}; {len(missing)} keys missing, "
             f"{len(unexpected)} unexpected, {len(misshapen)} of another shape. {fix}"
         )
+    check_finite(given, where, fix)
     encoder.load_state_dict({**wanted, **given}, strict=True)  # counters the file lacks: kept
     notes = []
     if ignored:

@@ -1,7 +1,8 @@
 """Checkpoints read safely, and what carseg records in them for inference.
 
-- ``read_checkpoint``: ``torch.load(weights_only=True)``, so a file carrying pickled code is refused
-  without being run; every checkpoint carseg or Lightning loads goes through it.
+- ``read_checkpoint``: ``torch.load(weights_only=True)`` (``carseg.utils.torch_files``), so a file
+  carrying pickled code is refused without being run, and weights holding NaN or infinity are
+  refused; every checkpoint carseg or Lightning loads goes through it.
 - ``CheckpointRecord``: what inference needs (the model's construction, the training size, the
   threshold, the split by car), written under carseg's own key, ``RECORD_KEY``, by
   ``SegmentationModule.on_save_checkpoint`` and read back by that key. Checkpoints written before
@@ -10,53 +11,42 @@
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from carseg.data.split import SplitRecord
 from carseg.utils.errors import DataError, DataNotFoundError, first_line
+from carseg.utils.torch_files import check_finite, read_torch_file
 
 RECORD_KEY = "carseg"
 RECORD_FORMAT = 1
 
 
 def read_checkpoint(path: str | Path) -> dict:
-    """A checkpoint's content, loaded with ``weights_only=True`` (tensors and plain values only).
+    """A checkpoint's content, read by carseg's one safe reader (``read_torch_file``: tensors and
+    plain values only), its weights checked finite.
 
     Raises:
         DataNotFoundError: no file at ``path``.
-        DataError: not a PyTorch checkpoint, or one carrying pickled objects (refused unread).
+        DataError: not a PyTorch checkpoint, one carrying pickled objects (refused unread), or
+            one whose weights hold NaN or infinity.
     """
     path = Path(path).expanduser()
     if path.is_dir():
         raise DataError(f"{path} is a folder, not a checkpoint file (checkpoints end in .ckpt)")
     if not path.is_file():
         raise DataNotFoundError(f"Checkpoint not found: {path}")
-    with path.open("rb") as f:
-        start = f.read(4)
-    if start != b"PK\x03\x04":  # torch.save writes a zip archive
-        what = "an empty file" if not start else "it does not start as torch.save's zip archive"
-        raise DataError(f"{path} is not a PyTorch checkpoint ({what})")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except pickle.UnpicklingError:
-        raise DataError(
-            f"{path} was refused: it holds Python objects other than tensors and plain values, "
-            "and unpickling them could run code. carseg's checkpoints never do; load only "
-            "checkpoints you trust."
-        ) from None
-    except Exception:  # a zip archive torch cannot read: cut short, or damaged
-        raise DataError(
-            f"{path} is a damaged PyTorch checkpoint (a zip archive torch cannot read: cut "
-            "short while it was written or copied?)"
-        ) from None
+    raw = read_torch_file(path, "checkpoint")
     if not isinstance(raw, dict):
         raise DataError(f"{path} is not a training checkpoint (it holds a {type(raw).__name__})")
+    if isinstance(raw.get("state_dict"), Mapping):
+        check_finite(
+            raw["state_dict"],
+            str(path),
+            "The run that wrote it diverged or the file is damaged: use an earlier checkpoint",
+        )
     return raw
 
 

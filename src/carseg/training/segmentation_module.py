@@ -77,6 +77,9 @@ class SegmentationModule(pl.LightningModule):
             ``"auto"`` (on where it is faster, see ``channels_last_on``). Results are the same.
         compile: run the training forward through ``torch.compile`` (validation and inference
             run eagerly). If compiling fails, training goes on eagerly with a warning.
+        inference: build the network alone, for inference from a checkpoint: the loss,
+            optimiser and schedule nodes are kept as values, never built nor looked up (a
+            checkpoint's nodes are untrusted input, and inference has no use for them).
 
     Checkpoints hold the plain module's weights in the usual layout whatever the switches, so a
     model trained with them loads and predicts without them.
@@ -92,14 +95,16 @@ class SegmentationModule(pl.LightningModule):
         threshold: float,
         channels_last: bool | str,
         compile: bool,
+        inference: bool = False,
     ) -> None:
         super().__init__()
         net, optimizer = plain(net, "model.net"), plain(optimizer, "model.optimizer")
         scheduler, loss = plain(scheduler, "model.scheduler"), plain(loss, "model.loss")
         check_threshold("model.threshold", threshold)
         check_choice("model.channels_last", channels_last, SWITCH)
-        check_optimizer(optimizer)
-        check_scheduler(scheduler)
+        if not inference:
+            check_optimizer(optimizer)
+            check_scheduler(scheduler)
         self.save_hyperparameters(
             {
                 "net": net,
@@ -112,7 +117,7 @@ class SegmentationModule(pl.LightningModule):
             }
         )
         self.net = NETS.build(net)
-        self.criterion = LOSSES.build(loss)
+        self.criterion = None if inference else LOSSES.build(loss)
         self.val_dice = carvana_dice()
         self._channels_last = False  # resolved for the device in setup() / place_on()
         self._compiled: torch.nn.Module | None = None  # set in setup() when compiling
