@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from carseg.inference.export import export, load_torchscript
+from carseg.inference.export import export, load_torchscript, parity
 from carseg.inference.loading import OnnxNet, load_onnx, onnx_metadata
 from carseg.training.checkpoint_reader import CheckpointRecord
+from carseg.utils.errors import DataError
 from support.configs import build_model
 
 
@@ -52,3 +53,15 @@ def test_an_exported_model_with_other_weights_is_caught(model, tmp_path):
     images = torch.randn(1, 3, 32, 48)
     with torch.no_grad():
         assert (OnnxNet(path)(images) - other(images)).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_parity_with_non_finite_logits_is_refused_not_reported_as_0(model, value):
+    class Broken(torch.nn.Module):
+        def forward(self, images):
+            return torch.full_like(images[:, :1], value)
+
+    with pytest.raises(DataError, match="logits hold NaN or infinity"):
+        parity(Broken(), Broken(), [(32, 48)])
+    with pytest.raises(DataError, match="exported model's logits"):
+        parity(model.net, Broken(), [(32, 48)])

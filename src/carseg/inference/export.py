@@ -17,7 +17,7 @@ from torch import nn
 from carseg.inference.loading import ONNX_METADATA_KEY, OnnxNet
 from carseg.training.checkpoint_reader import CheckpointRecord
 from carseg.utils.atomic import atomic_file
-from carseg.utils.errors import ConfigError
+from carseg.utils.errors import ConfigError, DataError
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
@@ -82,11 +82,24 @@ def load_torchscript(path: str | Path) -> nn.Module:
 @torch.no_grad()
 def parity(reference: nn.Module, exported: nn.Module, sizes: list[tuple[int, int]]) -> float:
     """Max absolute difference of logits between two networks on random images of ``sizes``
-    (the same images every time)."""
+    (the same images every time).
+
+    Raises:
+        DataError: either network's logits hold NaN or infinity (a difference with NaN is no
+            parity: ``max(0, nan)`` would report 0).
+    """
     generator = torch.Generator().manual_seed(0)
     worst = 0.0
     for batch, (height, width) in enumerate(sizes, start=1):
         images = torch.randn(batch, 3, height, width, generator=generator)
+        for name, net in (("the checkpoint's", reference), ("the exported", exported)):
+            logits = net(images).float()
+            if not bool(torch.isfinite(logits).all()):
+                raise DataError(
+                    f"{name} model's logits hold NaN or infinity on {batch}x3x{height}x{width} "
+                    "random images: nothing to serve. Export a checkpoint of a run that did not "
+                    "diverge"
+                )
         diff = (reference(images).float() - exported(images).float()).abs().max().item()
         worst = max(worst, float(diff))
     return worst
