@@ -59,6 +59,83 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+class RefusedError(Exception):
+    """A command line that cannot run: its message names the option and the fix (exit 2)."""
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def _cars(root: Path) -> set[str]:
+    """The cars of the images in ``root/train`` by Kaggle's ``<car>_<view>`` rule."""
+    from carseg.data.split import cars_of
+
+    ids = [p.stem for p in (root / "train").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+    return set(cars_of(ids))
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Everything that can be checked before the first training run: a run of minutes must not
+    end in an error that was there from the start, nor take an earlier table with it.
+
+    Raises:
+        RefusedError: the option, what is wrong, and the fix.
+    """
+    from carseg.training.trainer import TRAINER_VALUES
+    from carseg.utils.checks import check_writable
+    from carseg.utils.errors import CarsegError
+
+    valid, what = TRAINER_VALUES["max_time"]
+    if not valid(args.budget):
+        raise RefusedError(
+            f"--budget must be {what.removesuffix(', or null')}, got {args.budget!r}"
+        )
+    if not (args.data / "train").is_dir():
+        raise RefusedError(f"no train/ folder in {args.data} (--data: a folder in Kaggle's layout)")
+    if args.test_root is not None:
+        if not (args.test_root / "train").is_dir():
+            raise RefusedError(
+                f"no train/ folder in {args.test_root} (--test-root: other cars in Kaggle's "
+                "layout, every image scored)"
+            )
+        if args.test_root.resolve() == args.data.resolve():
+            raise RefusedError(
+                f"--test-root {args.test_root} is --data: it would score the training cars as a "
+                "test set. Give other cars, or leave --test-root out to score each run's "
+                "validation cars"
+            )
+        shared = sorted(_cars(args.data) & _cars(args.test_root))
+        if shared:
+            raise RefusedError(
+                f"--test-root {args.test_root} holds {len(shared)} car(s) of --data "
+                f"({', '.join(shared[:3])}{' ...' if len(shared) > 3 else ''}): a test set must "
+                "hold other cars than the ones trained on"
+            )
+    if args.out.is_dir():
+        raise RefusedError(f"--out {args.out} is a folder: give the JSON file to write")
+    try:
+        check_writable(args.out.parent, "--out's folder")
+    except CarsegError as err:
+        raise RefusedError(str(err)) from None
+
+
+def read_table(path: Path) -> dict:
+    """A table saved by an earlier run (``--markdown``).
+
+    Raises:
+        RefusedError: no such file, or not a saved table.
+    """
+    try:
+        result = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RefusedError(f"--markdown {path}: no such file (a table written by --out)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RefusedError(f"--markdown {path} is not a saved table ({err})") from None
+    if not isinstance(result, dict) or not isinstance(result.get("summary"), list):
+        raise RefusedError(f"--markdown {path} is not a table written by --out (no summary)")
+    return result
+
+
 def recipe_overrides(recipe: str) -> list[str]:
     """``"carvana_cpu model.optimizer.lr=3e-3"`` -> ``["experiment=carvana_cpu", ...]``."""
     words = shlex.split(recipe)
@@ -179,15 +256,16 @@ def markdown(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.markdown is not None:
-        print(markdown(json.loads(args.markdown.read_text())))
-        return 0
-    if not (args.data / "train").is_dir():
-        print(f"bench_accuracy.py: no train/ folder in {args.data}", file=sys.stderr)
+    try:
+        if args.markdown is not None:
+            print(markdown(read_table(args.markdown)))
+            return 0
+        check_args(args)
+    except RefusedError as err:
+        print(f"bench_accuracy.py: {err}", file=sys.stderr)
         return 2
     rows: list[dict] = []
     result: dict = {}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="carseg-accuracy-") as tmp:
         work = args.keep or Path(tmp)
         for recipe in args.recipes:
@@ -197,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
                 shown = row.get("error") or f"Dice {row['dice_mean']:.4f} ({row['epochs']} epochs)"
                 print(f"    {shown}", file=sys.stderr)
+                if all("error" in r for r in rows):
+                    continue  # an earlier table is replaced by measurements, never by errors
                 # saved after every run, so a stopped benchmark keeps what it measured
                 result = {
                     "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -207,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
                     "summary": summarise(rows),
                 }
                 args.out.write_text(json.dumps(result, indent=2) + "\n")
+    if not result:
+        print(f"every run failed: nothing measured, {args.out} left as it was", file=sys.stderr)
+        return 1
     print(markdown(result))
     print(f"wrote {args.out}")
     return 0 if all("error" not in r for r in rows) else 1

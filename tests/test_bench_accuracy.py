@@ -59,3 +59,68 @@ def test_a_recipe_is_an_experiment_and_overrides() -> None:
     assert bench_accuracy.recipe_overrides("carvana_cpu model.optimizer.lr=3e-3") == [
         "experiment=carvana_cpu", "model.optimizer.lr=3e-3"]  # fmt: skip
     assert bench_accuracy.recipe_overrides("data.size=[64,96]") == ["data.size=[64,96]"]
+
+
+# --- refused before any training, an earlier table left as it was -------------------------------
+EARLIER = '{"summary": [], "rows": [{"dice_mean": 0.99}]}\n'
+
+
+def _data(tmp: Path, name: str = "data", seed: int = 0) -> Path:
+    from carseg.data.synthetic import ensure_dataset
+
+    return ensure_dataset(tmp / name, n_cars=2, height=32, width=48, seed=seed)
+
+
+def _read_only_out(tmp: Path) -> list[str]:
+    (tmp / "mount").mkdir()
+    return ["--out", str(tmp / "mount" / "a.json")]
+
+
+BENCH_REFUSED = [
+    ("--budget abc", lambda t: ["--data", str(_data(t)), "--budget", "abc"],
+     "--budget must be days:hours:minutes:seconds"),
+    ("--test-root equal to --data", lambda t: ["--data", str(_data(t)), "--test-root",
+                                               str(_data(t))], "is --data"),
+    ("--test-root holding --data's cars", lambda t: ["--data", str(_data(t)), "--test-root",
+                                                     str(_data(t, "copy"))], "car(s) of --data"),
+    ("--out a folder", lambda t: ["--data", str(_data(t)), "--out", str(t)], "is a folder"),
+    ("--out read-only", lambda t: ["--data", str(_data(t)), *_read_only_out(t)],
+     "--out's folder=" ),
+    ("--markdown missing.json", lambda t: ["--markdown", str(t / "missing.json")],
+     "missing.json: no such file"),
+    ("--markdown a file that is not a table", lambda t: ["--markdown", str(_data(t) / "a.csv")],
+     "is not a saved table"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "message"), BENCH_REFUSED, ids=[r[0] for r in BENCH_REFUSED]
+)
+def test_a_mistake_is_refused_before_training_and_keeps_the_earlier_table(
+    tmp_path: Path, capsys, monkeypatch, name, args, message
+) -> None:
+    from support.files import read_only
+
+    monkeypatch.setattr(bench_accuracy, "train_and_score", lambda *a: pytest.fail("trained"))
+    earlier = tmp_path / "accuracy.json"
+    earlier.write_text(EARLIER)
+    argv = ["--out", str(earlier), *args(tmp_path)]
+    (tmp_path / "data" / "a.csv").parent.mkdir(exist_ok=True)
+    (tmp_path / "data" / "a.csv").write_text("img,rle_mask\n")
+    with read_only(tmp_path / "mount"):
+        assert bench_accuracy.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+    assert earlier.read_text() == EARLIER
+
+
+def test_runs_that_all_fail_leave_the_earlier_table_as_it_was(tmp_path: Path, capsys, monkeypatch):
+    def failing(args, recipe, seed, work):
+        return {"recipe": recipe, "error": ["boom"]}
+
+    monkeypatch.setattr(bench_accuracy, "train_and_score", failing)
+    earlier = tmp_path / "accuracy.json"
+    earlier.write_text(EARLIER)
+    assert bench_accuracy.main(["--data", str(_data(tmp_path)), "--out", str(earlier)]) == 1
+    assert earlier.read_text() == EARLIER
+    assert "left as it was" in capsys.readouterr().err
