@@ -1,9 +1,16 @@
 """carseg.inference.mask_writer: predictions never go into their input, never over an earlier
 prediction unasked, and every input is in the merged submission exactly once."""
 
+import numpy as np
 import pytest
 
-from carseg.inference.mask_writer import Outputs, check_output_dir, check_unique_names, merge
+from carseg.inference.mask_writer import (
+    Outputs,
+    alpha_of,
+    check_output_dir,
+    check_unique_names,
+    merge,
+)
 from carseg.utils.errors import ConfigError, DataError
 
 
@@ -54,3 +61,34 @@ def test_inputs_whose_masks_would_share_a_name_are_refused(tmp_path):
         check_unique_names(names)
     check_unique_names(names[1:])
     check_unique_names(["a/car.jpg", "b/car.jpg"])  # subfolders keep them apart (recursive=true)
+
+
+@pytest.mark.parametrize("place", ["composites/x.jpg", "cutouts/x.png", "masks/sub/x.png"])
+def test_a_background_among_the_outputs_is_refused_before_overwrite_deletes_it(tmp_path, place):
+    inputs, out = tmp_path / "photos", tmp_path / "out"
+    inputs.mkdir()
+    background = out / place
+    with pytest.raises(ConfigError, match=f"background={background} lies in"):
+        check_output_dir(out, inputs, overwrite=True, background=background)
+    check_output_dir(out, inputs, overwrite=True, background=tmp_path / "elsewhere.jpg")
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.5, 0.85])
+@pytest.mark.parametrize("feather", [0.05, 0.2, 0.5])
+def test_a_feathered_alpha_follows_the_final_mask(threshold, feather):
+    """Alpha is at least 128 exactly where the mask is car, whatever the threshold; a component
+    post-processing removed is transparent, fringe included, and a filled hole opaque."""
+    rows, cols = np.mgrid[0:60, 0:120]
+    big = np.clip(1.2 - np.hypot(rows - 30, cols - 35) / 20, 0, 1)  # a car, soft-edged
+    small = np.clip(1.2 - np.hypot(rows - 30, cols - 95) / 10, 0, 1)  # a smaller one
+    probabilities = (np.maximum(big, small) * 255).round().astype(np.uint8)
+    probabilities[28:33, 33:38] = 0  # a hole in the big car
+    mask = (probabilities / 255.0 > threshold).astype(np.uint8)
+    alpha = alpha_of(mask, probabilities, feather, threshold)
+    assert np.array_equal(alpha >= 128, mask == 1)
+    largest = mask.copy()  # largest_component and fill_holes
+    largest[:, 65:] = 0
+    largest[28:33, 33:38] = 1
+    alpha = alpha_of(largest, probabilities, feather, threshold)
+    assert (alpha[:, 70:] == 0).all() and (alpha[28:33, 33:38] == 255).all()
+    assert np.array_equal(alpha >= 128, largest == 1)

@@ -21,6 +21,7 @@ from support.entry import run_entry, run_script
 from support.refusals import (
     Row,
     assert_refused,
+    background_in_outputs,
     checkpoint,
     crafted_checkpoint,
     earlier_prediction,
@@ -238,6 +239,11 @@ REFUSED = [
         lambda t: [f"ckpt_path={crafted_checkpoint(t, 'net', 'subprocess.Popen')}",
                    f"input={photos(t)}", "trusted_targets=[subprocess.Popen]"],
         ["model.net: _target_ 'subprocess.Popen' is not a subclass of torch.nn.Module"]),
+    Row("a background in the outputs an overwrite clears", "predict",
+        lambda t: [f"ckpt_path={checkpoint(t)}", f"input={photos(t)}", "cutouts=true",
+                   f"background={background_in_outputs(t)}", f"output_dir={t / 'pred'}",
+                   "overwrite=true"],
+        ["composites/x.jpg lies in", "which this command writes"]),
     Row("a checkpoint holding NaN weights", "predict",
         lambda t: [f"ckpt_path={nan_checkpoint(t)}", f"input={photos(t)}"],
         ["nan.ckpt holds NaN or infinite weights", "use an earlier checkpoint"]),
@@ -435,6 +441,20 @@ def test_a_feathered_cutout_follows_the_probabilities(setting, tmp_path):
     alpha = np.asarray(Image.open(out / "cutouts" / f"{photo.stem}.png"))[..., 3]
     # feather 0.5: alpha is the probability itself (to the 1/255 it is stored at)
     assert np.abs(alpha.astype(float) - prob * 255).max() <= 1.5
+
+
+@pytest.mark.parametrize("extra", [["threshold=0.85"], ["postprocess.largest_component=true"]])
+def test_a_feathered_cutout_shows_the_car_of_the_final_mask(setting, tmp_path, extra):
+    """The threshold and post-processing the masks had apply to the cut-outs: alpha is at least
+    128 exactly where the mask is car."""
+    root, ckpt, photos = setting
+    out = tmp_path / "soft"
+    proc = _predict(root, ckpt, photos, out, "cutouts=true", "cutout_feather=0.2", *extra)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for photo in sorted(photos.iterdir())[:4]:
+        alpha = np.asarray(Image.open(out / "cutouts" / f"{photo.stem}.png"))[..., 3]
+        mask = np.asarray(Image.open(out / "masks" / f"{photo.stem}_mask.png"))
+        assert np.array_equal(alpha >= 128, mask == 1)
 
 
 @pytest.mark.parametrize(

@@ -142,6 +142,15 @@ def earlier_prediction(tmp: Path) -> Path:
     return folder
 
 
+def background_in_outputs(tmp: Path) -> Path:
+    """An image in an earlier prediction's ``composites/``: a background an overwrite would
+    delete before reading it."""
+    path = earlier_prediction(tmp) / "composites" / "x.jpg"
+    path.parent.mkdir(exist_ok=True)
+    Image.fromarray(np.full((40, 60, 3), 200, np.uint8)).save(path)
+    return path
+
+
 def data_with(tmp: Path, flaw: str) -> Path:
     """A data folder of 2 generated cars with one ``flaw``: ``mask_size`` (a mask of another
     size than its image), ``photo_mask`` (a colour photo as a mask), ``loop`` (a symbolic link

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import cv2
 import numpy as np
 import pytorch_lightning as pl
 from PIL import Image, ImageColor
@@ -35,18 +36,32 @@ log = logging.getLogger(__name__)
 OUTPUT_FOLDERS = ("masks", "overlays", "cutouts", "composites")
 ROWS = "rows-rank*.csv"  # each process's img,rle_mask rows
 FAILED = "failed-rank*.csv"  # each process's img,reason rows
+CLEARED = (ROWS, FAILED, "submission.csv", "failed.csv", "prediction.json")  # by overwrite=true
 
 
-def check_output_dir(output_dir: Path, inputs: Path, overwrite: bool) -> None:
+def check_output_dir(
+    output_dir: Path, inputs: Path, overwrite: bool, background: Any = None
+) -> None:
     """Refuse an ``output_dir`` that is, holds or lies inside the input (``overwrite`` would
-    clear it, a resume would write masks into it), or that holds an earlier prediction unless
-    ``overwrite``.
+    clear it, a resume would write masks into it), one whose outputs hold the ``background``
+    image it reads (``overwrite`` would delete it, a composite of the same name replace it), or
+    that holds an earlier prediction unless ``overwrite``.
 
     Raises:
         ConfigError: what would have been overwritten, and how to go on.
     """
     check_apart(inputs, "input", output_dir, "output_dir", file_in_folder=True)
     output_dir = output_dir.resolve()
+    if isinstance(background, Path):
+        image = background.expanduser().resolve()
+        for written in (*OUTPUT_FOLDERS, *CLEARED):
+            place = output_dir / written
+            if image == place or place in image.parents:
+                raise ConfigError(
+                    f"background={background} lies in {place}, which this command writes "
+                    "(overwrite=true clears it): copy the image elsewhere, or give another "
+                    "output_dir"
+                )
     markers = [output_dir / f for f in (*OUTPUT_FOLDERS, "submission.csv")]
     earlier = [p for p in markers if p.exists()]
     if earlier and not overwrite:
@@ -129,14 +144,40 @@ def parse_background(value: Any) -> tuple[int, int, int] | Path | None:
     return path
 
 
-def alpha_of(mask: np.ndarray, probabilities: np.ndarray | None, feather: float) -> np.ndarray:
-    """A cut-out's alpha ``(H, W)`` uint8: the mask, or with ``feather`` > 0 a soft edge rising
-    from 0 to 255 over the probabilities within ``feather`` of 0.5 (where the mask's edge is)."""
+def alpha_of(
+    mask: np.ndarray, probabilities: np.ndarray | None, feather: float, threshold: float = 0.5
+) -> np.ndarray:
+    """A cut-out's alpha ``(H, W)`` uint8, made from the final mask (threshold and
+    post-processing applied): the mask itself, or with ``feather`` > 0 a soft edge over the
+    probabilities within ``feather`` of ``threshold``, half-way at the threshold, where the
+    mask's edge is.
+
+    Whatever the feather, alpha is at least 128 exactly where the mask is car; where
+    post-processing changed the thresholded mask (a component removed, a hole filled) it is the
+    mask's own 0 or 255, and a soft fringe outside the mask is kept only where it joins the
+    mask's car (not around a removed component): the cut-out shows the car the mask shows.
+    """
+    hard = mask.astype(np.uint8) * 255
     if feather <= 0 or probabilities is None:
-        return mask.astype(np.uint8) * 255
-    p = probabilities.astype(np.float32) / 255.0
-    soft = np.clip((p - 0.5) / (2 * feather) + 0.5, 0.0, 1.0)
-    return (soft * 255).round().astype(np.uint8)
+        return hard
+    car = mask.astype(bool)
+    p = probabilities.astype(np.float32) / 255.0  # (stored to 1/255)
+    below, above = max(min(feather, threshold), 1e-6), max(min(feather, 1 - threshold), 1e-6)
+    soft = np.where(
+        p > threshold,
+        0.5 + 0.5 * np.clip((p - threshold) / above, 0.0, 1.0),
+        0.5 * np.clip(1 - (threshold - p) / below, 0.0, 1.0),
+    )
+    alpha = (soft * 255).round()
+    alpha = np.where(car, np.maximum(alpha, 128), np.minimum(alpha, 127))
+    step = 1 / 255  # a pixel this close to the threshold may fall either side of it
+    changed = (car & (p < threshold - step)) | (~car & (p > threshold + step))
+    alpha = np.where(changed, hard, alpha).astype(np.uint8)
+    fringe = ~car & (alpha > 0)
+    if fringe.any():  # fringes of the mask's car only
+        _, labels = cv2.connectedComponents((car | fringe).astype(np.uint8), connectivity=8)
+        alpha[fringe & ~np.isin(labels, np.unique(labels[car]))] = 0
+    return alpha
 
 
 @dataclass
@@ -150,6 +191,7 @@ class Outputs:
     cutouts: bool
     background: tuple[int, int, int] | Path | None
     feather: float
+    threshold: float = 0.5  # the masks', about which a feathered cut-out's edge is soft
 
     @property
     def masks(self) -> Path:
@@ -206,7 +248,9 @@ class MaskWriter(BasePredictionWriter):
             if self.outputs.cutouts or self.outputs.background is not None:
                 photo = read_image(path)[0] if photo is None else photo
                 probabilities = prediction.get("probabilities", [None] * len(prediction["names"]))
-                alpha = alpha_of(mask, probabilities[len(written)], self.outputs.feather)
+                alpha = alpha_of(
+                    mask, probabilities[len(written)], self.outputs.feather, self.outputs.threshold
+                )
                 self._write_cutout(name, photo, alpha)
             written.append(name)
             append_row(self.outputs.rows(rank), [name, rle_encode(mask)])  # after its files
@@ -309,7 +353,7 @@ def merge(outputs: Outputs, inputs: Sequence[str]) -> Merged:
 
 def clear(outputs: Outputs) -> None:
     """Remove an earlier prediction's files (``overwrite=true``), so none of it is merged."""
-    for pattern in (ROWS, FAILED, "submission.csv", "failed.csv", "prediction.json"):
+    for pattern in CLEARED:
         for path in outputs.folder.glob(pattern):
             path.unlink()
     for folder in OUTPUT_FOLDERS:  # their files, in subfolders too (recursive=true)

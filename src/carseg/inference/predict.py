@@ -78,9 +78,12 @@ def predict(cfg: DictConfig) -> tuple[Merged | None, Outputs, int]:
         cutouts=cfg.cutouts,
         background=parse_background(cfg.background),
         feather=float(feather),
+        threshold=threshold,
     )
     if is_first_process():  # the other processes follow the first's checks
-        check_output_dir(outputs.folder, Path(cfg.input), cfg.overwrite or cfg.resume)
+        check_output_dir(
+            outputs.folder, Path(cfg.input), cfg.overwrite or cfg.resume, outputs.background
+        )
         check_writable(outputs.folder, "output_dir")
         if cfg.overwrite:
             clear(outputs)
