@@ -78,3 +78,10 @@ def test_data_folds_validate_one_fold_and_record_it(tiny_set):
         build_datamodule(tiny_set, folds=5, fold=5)
     with pytest.raises(CarsegError, match="data.folds must be an integer >= 2"):
         build_datamodule(tiny_set, folds=1, fold=0)
+
+
+def test_a_fold_without_folds_is_refused_not_ignored(tiny_set):
+    with pytest.raises(CarsegError, match="data.fold=1 without data.folds"):
+        build_datamodule(tiny_set, fold=1)
+    with pytest.raises(CarsegError, match="data.fold must be an integer >= 0"):
+        build_datamodule(tiny_set, folds=3)  # (and no fold)

@@ -204,3 +204,14 @@ def test_a_sweep_over_folds_names_its_fold_checkpoints(tmp_path):
     text = report(sweep, write=False).text
     assert "fold checkpoints (3 folds" in text
     assert "ckpt_path=[/runs/fold0.ckpt,/runs/fold1.ckpt,/runs/fold2.ckpt]" in text
+
+
+def test_a_sweep_over_folds_and_another_option_takes_each_folds_best_job(tmp_path):
+    """folds x lr, scores 0.9/0.1 (fold 0) and 0.8/0.2 (fold 1): the jobs of 0.9 and 0.8."""
+    sweep = tmp_path / "folds_lr"
+    jobs = [(0, "1e-3", 0.9), (0, "1e-4", 0.1), (1, "1e-3", 0.8), (1, "1e-4", 0.2)]
+    for number, (fold, lr, dice) in enumerate(jobs):
+        _job(sweep, str(number), [f"data.fold={fold}", "data.folds=2", f"model.optimizer.lr={lr}"],
+             _summary(dice, 3, ckpt=f"/runs/job{number}.ckpt"))  # fmt: skip
+    text = report(sweep, write=False).text
+    assert "ckpt_path=[/runs/job0.ckpt,/runs/job2.ckpt]" in text

@@ -92,7 +92,8 @@ class CarvanaDataModule(pl.LightningDataModule):
         split_seed: seed of the split by car.
         folds: deal the cars into this many folds (by ``split_seed``) and validate on fold
             ``fold``; None: hold out ``val_fraction`` of the cars.
-        fold: the fold validated, 0 to ``folds - 1``.
+        fold: the fold validated, 0 to ``folds - 1``; None without ``folds`` (a fold given
+            without them is refused: it would be ignored, every fold job splitting alike).
         car_id_pattern: the rule that reads an image id's car (``carseg.data.split.car_id``: a
             regular expression with a group ``car``); None: Kaggle's ``<car>_<view>``.
         batch_size: training batch size.
@@ -131,7 +132,7 @@ class CarvanaDataModule(pl.LightningDataModule):
         split_seed: int,
         car_id_pattern: str | None,
         folds: int | None,
-        fold: int,
+        fold: int | None,
         batch_size: int,
         val_batch_size: int | None,
         num_workers: int | str,
@@ -168,9 +169,15 @@ class CarvanaDataModule(pl.LightningDataModule):
             )
         check_val_fraction(val_fraction)
         car_pattern(car_id_pattern)  # a rule that compiles
+        if folds is None and fold is not None:
+            raise ConfigError(
+                f"data.fold={fold} without data.folds: the fold would be ignored (every job "
+                "would hold out data.val_fraction of the cars alike). Give the number of folds "
+                "too: data.folds=5 data.fold=0,1,2,3,4"
+            )
         if folds is not None:
             check_int("data.folds", folds, 2, hint="or null for data.val_fraction")
-            check_int("data.fold", fold, 0)
+            check_int("data.fold", fold, 0, hint="the fold validated, from 0 to data.folds - 1")
             if fold >= folds:
                 raise ConfigError(f"data.fold={fold}: the folds are numbered 0 to {folds - 1}")
         check_int("data.batch_size", batch_size, 1)

@@ -208,14 +208,15 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 def fold_checkpoints(report: SweepReport) -> dict[int, str]:
     """``{fold: best checkpoint}`` of a sweep over ``data.fold`` (the jobs that saved one), in
-    fold order; empty for other sweeps."""
+    fold order; empty for other sweeps. Where several jobs trained one fold (a sweep over folds
+    and another option), the fold's checkpoint is its best job's."""
     if "data.fold" not in report.varying:
         return {}
-    found = {}
-    for job in report.jobs:
+    found: dict[int, str] = {}
+    for job in report.jobs:  # best first: the first job of a fold is its best
         fold, ckpt = job.overrides.get("data.fold", ""), job.get("best_checkpoint")
-        if fold.isdigit() and ckpt:
-            found[int(fold)] = str(ckpt)
+        if fold.isdigit() and ckpt and job.best_val_dice is not None:
+            found.setdefault(int(fold), str(ckpt))
     return dict(sorted(found.items()))
 
 
