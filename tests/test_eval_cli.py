@@ -158,12 +158,20 @@ def test_an_onnx_export_scores_what_its_checkpoint_does(trained, tmp_path):
     assert from_onnx["per_image"] == pytest.approx(from_ckpt["per_image"], abs=1e-3)
 
 
-def test_an_ensemble_of_one_model_twice_scores_what_the_model_does(trained):
-    root, ckpt, _ = trained
-    alone = _scores(root, f"ckpt_path={ckpt}")
-    twice = _scores(root, f"ckpt_path=[{ckpt},{ckpt}]")
-    assert twice["per_image"] == pytest.approx(alone["per_image"], abs=1e-9)
-    assert twice["checkpoint"] == [str(ckpt), str(ckpt)]
+def test_a_data_car_id_pattern_given_wins_over_the_checkpoints(tmp_path):
+    """Other cars named by another rule, scored with split=all: the rule given reads them (the
+    checkpoint recorded Kaggle's)."""
+    root = data_folder(tmp_path)
+    (root / "train_masks.csv").unlink(missing_ok=True)
+    for folder in ("train", "train_masks"):
+        for path in sorted((root / folder).iterdir()):
+            path.rename(path.with_name(path.name.replace("_", "-", 1)))
+    proc = run_entry(tmp_path, "eval", f"ckpt_path={checkpoint(tmp_path)}", "data=carvana",
+                     f"data.root={root}", "split=all", "ceiling=false",
+                     "data.car_id_pattern='(?P<car>[0-9a-f]+)-\\d+'")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((_only_run(tmp_path, "eval") / "metrics.json").read_text())
+    assert len(metrics["cars"]) == 2 and metrics["n_images"] == 32
 
 
 def test_a_model_trained_at_the_native_size_predicts_frames_unresized_end_to_end(
@@ -226,6 +234,11 @@ REFUSED = [
     Row("data.root that is a file", "eval",
         lambda t: [f"ckpt_path={checkpoint(t)}", "data=carvana", f"data.root={a_file(t)}"],
         ["is a file, not a folder"]),
+    Row("the same checkpoint twice in an ensemble", "eval",
+        lambda t: [f"ckpt_path=[{checkpoint(t)},{checkpoint(t).parent / '.' / 'last.ckpt'}]"],
+        ["lists", "twice", "List each model once"]),
+    Row("postprocess=null", "eval", lambda t: [f"ckpt_path={checkpoint(t)}", "postprocess=null"],
+        ["postprocess"]),
     Row("ceiling=perhaps", "eval", lambda t: [f"ckpt_path={checkpoint(t)}", "ceiling=perhaps"],
         ["ceiling must be true or false"]),
 ]  # fmt: skip

@@ -103,6 +103,8 @@ def test_a_command_names_one_kind_of_model(tmp_path):
         load_models("a.ckpt", "a.onnx")
     with pytest.raises(ConfigError, match="a file or a list of files"):
         load_models([1, 2], None)
+    with pytest.raises(ConfigError, match="lists ./a.ckpt twice \\(a.ckpt\\)"):
+        load_models(["a.ckpt", "./a.ckpt"], None)  # the same file, however it is written
 
 
 def test_the_size_fed_is_the_recorded_one_or_the_one_given(tmp_path):

@@ -205,15 +205,26 @@ def evaluate(cfg: DictConfig) -> EvalReport | None:
     check_choice("split", cfg.split, SPLITS)
     worst = check_int("worst", cfg.worst, 0)
     check_bool("ceiling", cfg.ceiling)
+    postprocess = postprocess_of(cfg)
     trainer_cfg = inference_trainer_config(cfg)
     predictor, threshold, models = build_predictor(cfg)
     check_apart(cfg.data.root, "data.root", cfg.paths.output_dir, "hydra.run.dir")
     root = prepare_root(cfg.data.root, cfg.data.synthetic)
     listed = CarvanaDataset(root, image_dir=cfg.data.image_dir)
     records = [m.split for m in models]
-    # the rule the training runs read cars by (the config's, for checkpoints before the record)
+    # the rule given (data.car_id_pattern: this data folder's, say), else the one the training
+    # runs read cars by
     recorded = [r.car_id_pattern for r in records if r is not None]
-    pattern = recorded[0] if recorded else cfg.data.car_id_pattern
+    pattern = cfg.data.car_id_pattern
+    if pattern is None and recorded:
+        pattern = recorded[0]
+    elif recorded and recorded[0] != pattern:
+        log.warning(
+            "data.car_id_pattern=%r reads the cars, not the checkpoint's rule (%r): the "
+            "checkpoint's car names must follow it",
+            pattern,
+            recorded[0],
+        )
     own_val: list[str] = []
     if any(r is None for r in records):
         own_val = split_by_car(
@@ -228,7 +239,7 @@ def evaluate(cfg: DictConfig) -> EvalReport | None:
     trainer = inference_trainer(trainer_cfg, writer, models)
     largest = max(predictor.sizes, key=lambda s: s[0] * s[1])
     scoring = ScoringSet(dataset, predictor, largest if cfg.ceiling else None, threshold)
-    module = InferenceModule(predictor, threshold, postprocess_of(cfg))
+    module = InferenceModule(predictor, threshold, postprocess)
     run_loop(trainer, module, scoring, cfg.batch_size,
              cfg.num_workers)  # fmt: skip
     if not trainer.is_global_zero:

@@ -161,7 +161,7 @@ def load_models(
         onnx_path: an ONNX model, or a list of them.
 
     Raises:
-        ConfigError: neither or both given.
+        ConfigError: neither or both given, or one file listed twice.
     """
     checkpoints, onnx_files = _paths(ckpt_path, "ckpt_path"), _paths(onnx_path, "onnx_path")
     if bool(checkpoints) == bool(onnx_files):
@@ -169,6 +169,15 @@ def load_models(
             "give the model: ckpt_path=<checkpoint> or onnx_path=<model.onnx> (one, or a list "
             "of either for an ensemble: ckpt_path=[a.ckpt,b.ckpt])"
         )
+    for key, paths in (("ckpt_path", checkpoints), ("onnx_path", onnx_files)):
+        seen: dict[Path, str] = {}
+        for path in paths:
+            same = seen.setdefault(Path(path).expanduser().resolve(), path)
+            if same is not path:
+                raise ConfigError(
+                    f"{key} lists {path} twice ({same}): an ensemble would weigh it twice. "
+                    "List each model once"
+                )
     return [load_checkpoint_model(p) for p in checkpoints] + [load_onnx(p) for p in onnx_files]
 
 

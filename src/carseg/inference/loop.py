@@ -172,7 +172,17 @@ class InferenceModule(pl.LightningModule):
 
 
 def postprocess_of(cfg: DictConfig | Mapping[str, Any]) -> PostProcess:
-    """The ``postprocess`` options of an eval or predict config."""
+    """The ``postprocess`` options of an eval or predict config.
+
+    Raises:
+        ConfigError: ``postprocess`` is not the group of switches (``postprocess=null``).
+    """
+    if not isinstance(cfg.get("postprocess"), Mapping):
+        raise ConfigError(
+            f"postprocess={cfg.get('postprocess')!r}: postprocess is a group of switches; turn "
+            "them off with postprocess.largest_component=false postprocess.fill_holes=false "
+            "(the default), or on one by one"
+        )
     return PostProcess(
         largest_component=cfg.postprocess.largest_component,
         fill_holes=cfg.postprocess.fill_holes,

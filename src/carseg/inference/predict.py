@@ -55,6 +55,7 @@ def predict(cfg: DictConfig) -> tuple[Merged | None, Outputs, int]:
         check_bool(key, cfg[key])
     if cfg.resume and cfg.overwrite:
         raise ConfigError("resume=true and overwrite=true: choose one")
+    postprocess = postprocess_of(cfg)
     trainer_cfg = inference_trainer_config(cfg)
     predictor, threshold, models = build_predictor(cfg)
     paths = list_images(cfg.input, recursive=check_bool("recursive", cfg.recursive))
@@ -103,7 +104,7 @@ def predict(cfg: DictConfig) -> tuple[Merged | None, Outputs, int]:
     trainer = inference_trainer(trainer_cfg, writer, models)
     if todo:
         soft = outputs.feather > 0 and (outputs.cutouts or outputs.background is not None)
-        module = InferenceModule(predictor, threshold, postprocess_of(cfg), probabilities=soft)
+        module = InferenceModule(predictor, threshold, postprocess, probabilities=soft)
         inputs = PredictionSet(todo, predictor, todo_names)
         run_loop(trainer, module, inputs, cfg.batch_size, cfg.num_workers)
     elif trainer.is_global_zero:
