@@ -22,11 +22,22 @@ from carseg.utils.errors import ConfigError
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
 def main(cfg: DictConfig) -> None:
     with user_errors_exit(cfg.paths.output_dir):
-        ckpt = Path(check_required(cfg, "ckpt_path", "the checkpoint to export"))
+        ckpt = check_required(cfg, "ckpt_path", "the checkpoint to export")
+        if not isinstance(ckpt, str):
+            raise ConfigError(
+                f"ckpt_path={ckpt!r}: export takes one checkpoint (an ensemble is eval's and "
+                "predict's): export each with its own command"
+            )
+        ckpt = Path(ckpt)
         check_choice("format", cfg.format, FORMATS)
         with trusting(*trusted_targets(cfg.trusted_targets)):
             model, record = load_model(ckpt)
         output = Path(cfg.output) if cfg.output else ckpt.with_suffix(SUFFIXES[cfg.format])
+        if output.expanduser().is_dir():
+            raise ConfigError(
+                f"output={output} is a folder: give the file to write, e.g. "
+                f"output={output / (ckpt.stem + SUFFIXES[cfg.format])}"
+            )
         if output.expanduser().resolve() == ckpt.expanduser().resolve():
             raise ConfigError(f"output={output} is the checkpoint it exports: give another output")
         if output.exists() and not check_bool("overwrite", cfg.overwrite):
