@@ -356,6 +356,8 @@ REFUSED = [
     Row("a symbolic link in train/ that loops", "train",
         lambda t: [*TINY_CARVANA, f"data.root={data_with(t, 'loop')}"],
         ["_01.jpg", "a symbolic link that loops or points to nothing"]),
+    Row("model.net.in_channels=1", "train", lambda t: [*TINY_TRAIN, "model.net.in_channels=1"],
+        ["model.net.in_channels=1", "RGB images", "model.net.in_channels=3"]),
     Row("data.fold=1 without data.folds", "train", lambda t: [*TINY_TRAIN, "data.fold=1"],
         ["data.fold=1 without data.folds", "data.folds=5"]),
     Row("model.loss._target_=os.system", "train",

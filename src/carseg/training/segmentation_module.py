@@ -33,6 +33,7 @@ from carseg.utils.errors import ConfigError, TrainingDivergedError, first_line
 log = logging.getLogger(__name__)
 
 SWITCH = (True, False, "auto")
+IMAGE_CHANNELS = 3  # every image is read as RGB (carseg.data.image_io)
 # channels_last: auto turns it on where ``make bench`` measured it faster: CUDA (tensor cores
 # want NHWC: 2x on an H200) and the CPU (see CPU_CHANNELS_LAST).
 CPU_CHANNELS_LAST = True
@@ -102,6 +103,12 @@ class SegmentationModule(pl.LightningModule):
         scheduler, loss = plain(scheduler, "model.scheduler"), plain(loss, "model.loss")
         check_threshold("model.threshold", threshold)
         check_choice("model.channels_last", channels_last, SWITCH)
+        if net.get("in_channels", IMAGE_CHANNELS) != IMAGE_CHANNELS:
+            raise ConfigError(
+                f"model.net.in_channels={net['in_channels']!r}: carseg feeds the network RGB "
+                f"images, {IMAGE_CHANNELS} channels (grey photos are read as RGB too): set "
+                f"model.net.in_channels={IMAGE_CHANNELS}"
+            )
         if not inference:
             check_optimizer(optimizer)
             check_scheduler(scheduler)
