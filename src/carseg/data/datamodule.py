@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,13 @@ def seed_worker(worker_id: int, rank: int = 0) -> None:
     """A loader worker's start: Lightning's seeding of torch, numpy and ``random`` for this
     worker and process, then the training transform's own generator (albumentations' ``Compose``
     keeps one, which no global seed reaches) from the same seed, so the same seed gives the same
-    augmentations in every run."""
+    augmentations in every run.
+
+    A worker ignores SIGTERM and Ctrl-C (SIGINT), which a scheduler or a terminal sends to every
+    process of the job: the training process decides, stops after its batch and saves
+    (``carseg.training.callbacks.stop``), with its workers still there to validate."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_IGN)
     pl_worker_init_function(worker_id, rank)
     info = torch.utils.data.get_worker_info()
     seed_transform(getattr(info.dataset, "transform", None), info.seed, rank)

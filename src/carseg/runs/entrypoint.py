@@ -29,6 +29,9 @@ from carseg.utils.errors import (
 
 # Lightning 2.6 trips torch 2.13's deprecation of pytree's LeafSpec on every run: nothing to act on.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+# A run resumed from a checkpoint saved inside an epoch (a budget's or a signal's stop) draws a new
+# random order for the rest of that epoch: what carseg's shuffled training wants, nothing to fix.
+warnings.filterwarnings("ignore", message=r".*resuming from a checkpoint that ended before the epoch")
 
 # Keys that moved: the old spelling is refused with the new one, before Hydra composes.
 RENAMED = {

@@ -235,7 +235,7 @@ def format_table(report: SweepReport) -> str:
                 if dice is None
                 else _fmt(dice) + ("" if job.status == "completed" else f" ({job.status})"),
                 _fmt(job.get("best_epoch")),
-                _fmt(job.get("epochs_run")),
+                _fmt(job.get("epochs_run"), 2),
                 _fmt(job.get("wall_time_s"), 1),
                 _fmt(job.get("train_images_per_s"), 1),
             ]

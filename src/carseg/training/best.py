@@ -15,14 +15,14 @@ from pathlib import Path
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from carseg.training.checkpoint_reader import checkpoint_epoch
+from carseg.training.checkpoint_reader import read_checkpoint
 from carseg.utils.checks import check_choice
 
 MODES = ("max", "min")
 
 
 class BestTracker(pl.Callback):
-    """The best value of a logged metric over this fit's validation epochs, and its epoch.
+    """The best value of a logged metric over this fit's validations, and its epoch and step.
 
     A callback of its own (``training.train`` adds one), and a part of the callbacks that report
     the best score, which call ``update`` from their own hooks.
@@ -36,6 +36,7 @@ class BestTracker(pl.Callback):
     def reset(self) -> None:
         self.best: float | None = None
         self.best_epoch: int | None = None
+        self.best_step: int | None = None
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.reset()
@@ -52,6 +53,7 @@ class BestTracker(pl.Callback):
         value = float(value)
         if self.best is None or (value > self.best if self.mode == "max" else value < self.best):
             self.best, self.best_epoch = value, trainer.current_epoch
+            self.best_step = trainer.global_step
             return True
         return False
 
@@ -62,6 +64,7 @@ class Best:
 
     score: float | None
     epoch: int | None
+    step: int | None  # the optimiser steps taken when it was measured
     checkpoint: str | None  # absolute path of the best checkpoint, if one was saved
     last_checkpoint: str | None
 
@@ -69,7 +72,7 @@ class Best:
 def best_of(trainer: pl.Trainer, tracker: BestTracker) -> Best:
     """The run's best ``tracker.monitor``: the checkpoint callback's when it monitors the same
     metric and saved a checkpoint, else the tracker's."""
-    score, epoch = tracker.best, tracker.best_epoch
+    score, epoch, step = tracker.best, tracker.best_epoch, tracker.best_step
     best_path = last_path = None
     for callback in trainer.checkpoint_callbacks:  # the one without a monitor keeps the newest
         if isinstance(callback, ModelCheckpoint) and callback.monitor is None:
@@ -83,10 +86,12 @@ def best_of(trainer: pl.Trainer, tracker: BestTracker) -> Best:
         saved = callback.best_model_score
         same = callback.monitor == tracker.monitor and saved is not None and best_path
         if same and (score is None or float(saved) != score):  # resumed: the best is from before
-            score, epoch = float(saved), checkpoint_epoch(best_path)
+            raw = read_checkpoint(best_path)
+            score, epoch, step = float(saved), int(raw["epoch"]), raw.get("global_step")
     return Best(
         score=score,
         epoch=epoch,
+        step=step,
         checkpoint=str(Path(best_path).resolve()) if best_path else None,
         last_checkpoint=str(Path(last_path).resolve()) if last_path else None,
     )

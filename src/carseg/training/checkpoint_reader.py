@@ -50,11 +50,6 @@ def read_checkpoint(path: str | Path) -> dict:
     return raw
 
 
-def checkpoint_epoch(path: str | Path) -> int:
-    """The epoch a checkpoint file was saved at."""
-    return int(read_checkpoint(path)["epoch"])
-
-
 @dataclass(frozen=True)
 class CheckpointRecord:
     """What inference needs to know of a trained model, read from its checkpoint."""

@@ -63,6 +63,8 @@ def resolve_resume(
     model_hparams: Mapping[str, Any],
     max_epochs: int | None,
     model_state: Mapping[str, torch.Tensor] | None = None,
+    max_time: str | None = None,
+    max_steps: int = -1,
 ) -> ResumePoint | None:
     """The checkpoint to resume from, checked; None to start afresh.
 
@@ -74,7 +76,8 @@ def resolve_resume(
     Raises:
         ConfigError: ``"last"`` and no run to resume; a checkpoint of another network, or whose
             weights do not fit ``model_state`` (the model's ``state_dict``); a run that already
-            trained ``max_epochs`` epochs.
+            trained ``max_epochs`` epochs or ``max_steps`` steps, or spent the time budget
+            ``max_time`` (days:hours:minutes:seconds: a resumed run has what is left of it).
         DataNotFoundError, DataError: a path that is missing, not a checkpoint, or unsafe.
     """
     if (requeued() or lightning_would_resume(output_dir)) and newest_in_run(output_dir):
@@ -110,18 +113,64 @@ def resolve_resume(
             f"trainer.max_epochs={max_epochs}: nothing is left to resume. Raise "
             "trainer.max_epochs to train it further"
         )
-    log.info("Resuming training from %s (epoch %d done)", path, epochs_done)
+    steps = raw.get("global_step")
+    if isinstance(steps, int) and 0 <= max_steps <= steps:
+        raise ConfigError(
+            f"{path} has already trained {steps} step(s), and this run stops at "
+            f"trainer.max_steps={max_steps}: nothing is left to resume. Raise "
+            "trainer.max_steps to train it further"
+        )
+    spent = trained_seconds(raw)
+    if max_time is not None and spent is not None and spent >= seconds(max_time):
+        raise ConfigError(
+            f"{path} has already trained for {spent / 60:.1f} minutes, and this run's time budget "
+            f"is trainer.max_time={max_time} in all (a resumed run has what is left of it): "
+            "nothing is left to resume. Raise trainer.max_time to train it further"
+        )
+    log.info(
+        "Resuming training from %s (%d epoch(s) finished, %s step(s)%s)",
+        path,
+        epochs_done,
+        steps if steps is not None else "?",
+        f", {spent / 60:.1f} minutes of training" if spent is not None else "",
+    )
     return ResumePoint(str(path), record)
 
 
 def finished_epochs(raw: Mapping[str, Any]) -> int:
-    """How many epochs a checkpoint's run finished: a checkpoint saved inside an epoch (the one
-    Lightning's SLURM environment saves when signalled, or a ``max_time`` stop) has not finished
-    the epoch it was saved in."""
+    """How many epochs a checkpoint's run finished. One saved inside an epoch (a stop by
+    ``trainer.max_time`` or a signal, a validation every few minutes) has not finished the epoch
+    it was saved in; one saved by the validation after an epoch's last batch has."""
     try:
-        return int(raw["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+        loop = raw["loops"]["fit_loop"]
+        epochs = loop["epoch_progress"]["current"]
+        done = int(epochs["processed"])
     except (KeyError, TypeError, ValueError):  # a checkpoint without the loops' state
         return int(raw.get("epoch", -1)) + 1
+    batches = loop.get("epoch_loop.batch_progress", {})
+    if int(epochs.get("started", done)) > done and batches.get("is_last_batch"):
+        done += 1  # saved by the validation after the last batch, before the epoch closed
+    return done
+
+
+def seconds(duration: str) -> int:
+    """``"00:00:10:00"`` (days:hours:minutes:seconds, as ``trainer.max_time``) -> 600."""
+    days, hours, minutes, secs = (int(part) for part in duration.split(":"))
+    return ((days * 24 + hours) * 60 + minutes) * 60 + secs
+
+
+def trained_seconds(raw: Mapping[str, Any]) -> float | None:
+    """The training time a checkpoint's run had spent (Lightning's ``Timer`` keeps it: what a
+    resumed ``trainer.max_time`` counts from), or None where no timer ran."""
+    callbacks = raw.get("callbacks")
+    if not isinstance(callbacks, Mapping):
+        return None
+    for key, state in callbacks.items():
+        if str(key).startswith("Timer") and isinstance(state, Mapping):
+            spent = state.get("time_elapsed", {}).get("train")
+            if isinstance(spent, int | float):
+                return float(spent)
+    return None
 
 
 def _check_same_net(path: Path, saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> None:

@@ -53,8 +53,13 @@ TRAINER_VALUES: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "check_val_every_n_epoch": _whole(1),
     "val_check_interval": (
-        lambda v: _whole(1)[0](v) or (isinstance(v, float) and 0.0 < v <= 1.0),
-        "a share of an epoch in (0, 1], a number of batches, or null",
+        lambda v: (
+            _whole(1)[0](v)
+            or (isinstance(v, float) and 0.0 < v <= 1.0)
+            or (isinstance(v, str) and bool(_DURATION.fullmatch(v)))
+        ),
+        "a share of an epoch in (0, 1], a number of batches, a time (days:hours:minutes:seconds, "
+        "e.g. 00:00:02:00), or null",
     ),
     "log_every_n_steps": _whole(1),
     "num_sanity_val_steps": _whole(-1),
@@ -90,6 +95,19 @@ def check_trainer_values(cfg: Mapping[str, Any]) -> None:
     for key, (valid, what) in TRAINER_VALUES.items():
         if key in cfg and not valid(cfg[key]):
             raise ConfigError(f"trainer.{key} must be {what}, got {cfg[key]!r}")
+    least, most = cfg.get("min_epochs"), cfg.get("max_epochs")
+    if least is not None and most is not None and 0 <= most < least:
+        raise ConfigError(
+            f"trainer.min_epochs={least} is more than trainer.max_epochs={most}: lower "
+            "min_epochs or raise max_epochs"
+        )
+    if cfg.get("max_time") is not None:
+        for key in ("min_epochs", "min_steps"):
+            if cfg.get(key):
+                raise ConfigError(
+                    f"trainer.{key}={cfg[key]} would keep training past the time budget "
+                    f"trainer.max_time={cfg['max_time']}: set trainer.{key}=null with a budget"
+                )
 
 
 def resolve_trainer_config(trainer: Mapping[str, Any], multirun: bool = False) -> dict[str, Any]:

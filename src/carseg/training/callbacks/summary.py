@@ -19,6 +19,7 @@ import pytorch_lightning as pl
 import torch
 
 from carseg.training.best import BestTracker, best_of
+from carseg.training.callbacks.stop import stop_reason
 from carseg.utils.atomic import write_json
 
 log = logging.getLogger(__name__)
@@ -54,9 +55,14 @@ class RunSummary(pl.Callback):
     """Write ``summary.json`` into the run folder when ``fit`` ends (or fails).
 
     Keys: ``status`` (``running`` from the start of ``fit``, then ``completed``, ``failed`` or
-    ``interrupted``), ``monitor``,
-    ``best_val_dice`` and ``best_epoch`` (the best value of ``monitor``; from the checkpoint
-    callback when it monitors the same metric, which also covers a resumed run), ``epochs_run``,
+    ``interrupted``: stopped by SIGTERM or Ctrl-C, its checkpoints saved or not), ``stopped_by``
+    (what ended it: ``max_time``, ``max_steps``, ``max_epochs``, ``early_stopping``, ``SIGTERM``,
+    ``SIGINT``), ``monitor``, ``best_score``, ``best_epoch`` and ``best_step`` (the best value of
+    ``monitor`` and when; from the checkpoint callback when it monitors the same metric, which
+    also covers a resumed run), ``best_val_dice`` (``best_score`` when ``monitor`` is
+    ``val/dice``, else None), ``validations`` (how many this process ran) and
+    ``val_check_interval`` (when: ``trainer.val_check_interval``), ``epochs_run`` (passes over
+    the training set, a fraction for a run stopped inside an epoch),
     ``global_step``, ``wall_time_s`` (from the start of the fit loop, after the data's setup, to
     its end), ``train_images``, ``train_time_s`` (training batches only: loading and the
     optimiser step included, validation excluded) and ``train_images_per_s``,
@@ -98,6 +104,7 @@ class RunSummary(pl.Callback):
         self._val_time_in_epoch = 0.0
         self._val_time_in_epoch_at_last_batch = 0.0
         self._val_start: float | None = None
+        self._validations = 0
 
     # timing: the span from an epoch's start to its last training batch, less any validation
     # that ran inside it (val_check_interval < 1)
@@ -138,10 +145,12 @@ class RunSummary(pl.Callback):
             self._val_time_in_epoch += time.perf_counter() - self._val_start
             self._val_start = None
         if not trainer.sanity_checking:
+            self._validations += 1
             self.tracker.update(trainer)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._write(trainer, "completed")
+        signalled = stop_reason(trainer) in ("SIGTERM", "SIGINT")
+        self._write(trainer, "interrupted" if signalled else "completed")
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
@@ -160,10 +169,15 @@ class RunSummary(pl.Callback):
         git = git_commit(self.code_dir)
         return {
             "status": status,
+            "stopped_by": None if status == "running" else stop_reason(trainer),
             "monitor": self.tracker.monitor,
-            "best_val_dice": best.score,
+            "best_score": best.score,
+            "best_val_dice": best.score if self.tracker.monitor == "val/dice" else None,
             "best_epoch": best.epoch,
-            "epochs_run": trainer.current_epoch,
+            "best_step": best.step,
+            "validations": self._validations,
+            "val_check_interval": _val_check_interval(trainer),
+            "epochs_run": epochs_run(trainer),
             "global_step": trainer.global_step,
             "wall_time_s": round(wall, 3),
             "train_images": self._train_images,
@@ -194,6 +208,22 @@ class RunSummary(pl.Callback):
         write_json(self.path, content)
         if status != "running":
             log.info("Run summary written to %s", self.path)
+
+
+def epochs_run(trainer: pl.Trainer) -> float | int:
+    """The passes over the training set the run's steps made (2.3: two epochs and a third),
+    resumed ones included; Lightning's epoch count where an epoch's length is unknown."""
+    batches = trainer.num_training_batches
+    if not isinstance(batches, int) or batches <= 0:
+        return trainer.current_epoch
+    return round(trainer.global_step * trainer.accumulate_grad_batches / batches, 2)
+
+
+def _val_check_interval(trainer: pl.Trainer) -> str | float | int:
+    """When the run validates: a time in seconds (``"120 s"``), a share of an epoch, or a number
+    of batches, as Lightning read ``trainer.val_check_interval``."""
+    seconds = getattr(trainer, "_val_check_time_interval", None)
+    return f"{seconds:g} s" if seconds is not None else trainer.val_check_interval
 
 
 def record_failure(
