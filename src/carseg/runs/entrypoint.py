@@ -31,7 +31,7 @@ from carseg.utils.errors import (
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 # A run resumed from a checkpoint saved inside an epoch (a budget's or a signal's stop) draws a new
 # random order for the rest of that epoch: what carseg's shuffled training wants, nothing to fix.
-warnings.filterwarnings("ignore", message=r".*resuming from a checkpoint that ended before the epoch")
+warnings.filterwarnings("ignore", message=r".*resuming from a checkpoint that ended before the")
 
 # Keys that moved: the old spelling is refused with the new one, before Hydra composes.
 RENAMED = {
