@@ -271,8 +271,8 @@ def main(argv: list[str] | None = None) -> int:
             tuple(args.size) if args.size else None,
             ["trainer.precision=32-true"] if args.avx2 else [],
         )
-    env["kernels"] = "AVX2 only (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA), fp32" if args.avx2 else ""
-    env["kernels"] = env["kernels"] or "native"
+    avx2 = "AVX2 only (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA), fp32"
+    env["kernels"] = avx2 if args.avx2 else "native"
     env["loadavg_end"] = os.getloadavg()[0]
     result = {"env": env, "rows": rows, "comparisons": comparisons}
     print(
