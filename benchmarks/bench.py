@@ -23,6 +23,7 @@ from pathlib import Path
 
 from bench_data import bench_data
 from bench_gpu import bench_gpu
+from bench_loop import bench_loop, loop_data
 from bench_memory import bench_memory
 from bench_predict import bench_predict
 from bench_train import bench_train
@@ -88,7 +89,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def measure_cpu(s: Settings, tmp: Path, data: str | None) -> dict:
-    """The five CPU benchmarks; the memory checks in a child process, after the others."""
+    """The six CPU benchmarks; the memory checks and the training loop's variants in child
+    processes, after the others."""
     root, source = find_data(s.synthetic_cars, tmp, data)
     env = environment(source)
     progress(f"data from {source}")
@@ -97,13 +99,19 @@ def measure_cpu(s: Settings, tmp: Path, data: str | None) -> dict:
         train_rows, train_cmp, flops = bench_train(s, sampler, env["native_bf16"])
         predict_rows = bench_predict(s, root, sampler)
     memory = bench_memory(s)
+    loop_root, loop_source = loop_data(data, tmp) if not s.quick else (root, source)
+    progress(f"loop: data from {loop_source}")
+    loop_rows, loop_cmp = bench_loop(
+        "carvana_cpu", loop_root, tmp, s.loop_steps, s.loop_rounds, s.loop_size
+    )
+    env["loop_data"] = loop_source
     return {
         "quick": s.quick,
         "repeats": s.repeats,
         "warmup": s.warmup,
         "env": env,
-        "rows": data_rows + train_rows + predict_rows,
-        "comparisons": data_cmp + train_cmp,
+        "rows": data_rows + train_rows + predict_rows + loop_rows,
+        "comparisons": data_cmp + train_cmp + loop_cmp,
         "flops": flops,
         "memory": memory,
     }

@@ -73,6 +73,9 @@ class Settings:
     # (id, what, height, width, batch, limit in MiB or None)
     memory_cases: tuple[tuple[str, str, int, int, int, int | None], ...]
     synthetic_cars: int  # cars generated at full size when the real sample is absent
+    loop_steps: int  # section 6: timed steps per variant and round
+    loop_rounds: int
+    loop_size: tuple[int, int] | None  # None: the recipe's own size
 
 
 def settings(quick: bool, compile_: bool | None) -> Settings:
@@ -110,6 +113,9 @@ def settings(quick: bool, compile_: bool | None) -> Settings:
             predict_images=4,
             memory_cases=small,
             synthetic_cars=1,
+            loop_steps=2,
+            loop_rounds=1,
+            loop_size=(64, 96),
             **common,
         )
     return Settings(
@@ -124,6 +130,9 @@ def settings(quick: bool, compile_: bool | None) -> Settings:
         predict_images=8,
         memory_cases=memory,
         synthetic_cars=2,
+        loop_steps=20,
+        loop_rounds=2,
+        loop_size=None,
         **common,
     )
 

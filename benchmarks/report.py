@@ -101,6 +101,10 @@ def table(result: dict) -> str:
             if c["section"] + "." == prefix:
                 lines.append(f"  {c['what']}: {c['value']:.2f}x" + _target(c))
         lines.append("")
+    if any(r["id"].startswith("loop.") for r in result["rows"]):
+        from bench_loop import table as loop_table
+
+        lines += [loop_table(result), ""]
     lines += [
         "5. memory (one training step of the default model, in a fresh child process)",
         f"{'row':<28} {'what':<58} {'baseline':>9} {'peak RSS':>9} {'limit':>9}  check",
@@ -196,6 +200,10 @@ def markdown(result: dict) -> str:
         limit = "-" if m["limit_mib"] is None else f"{m['limit_mib'] / GIB_MIB:.0f} GiB"
         check = {True: "PASS", False: "FAIL", None: ""}[m["pass"]]
         lines.append(f"| {m['what']} | {m['peak_mib']:.0f} MiB | {limit} | {check} |")
+    if any(r["id"].startswith("loop.") for r in result["rows"]):
+        from bench_loop import markdown as loop_markdown
+
+        lines += ["", loop_markdown(result)]
     return "\n".join(lines)
 
 

@@ -45,6 +45,9 @@ ROWS = [
     "predict.full",
 ]  # fmt: skip
 MEMORY = ["memory.make_train", "memory.quarter_b8", "memory.half_b4"]
+# section 6: the training loop against the model, each variant a child process
+LOOP = ["loop.model", "loop.cached_w0", "loop.cached_w1", "loop.jpeg_w0", "loop.jpeg_w1",
+        "loop.late", "loop.late_denormal"]  # fmt: skip
 COMPARISONS = [
     "speedup.quarter.draft",
     "speedup.quarter.store",
@@ -77,7 +80,17 @@ def test_quick_benchmark_reports_every_row(tmp_path):
     assert result["quick"] is True
 
     rows = {r["id"]: r for r in result["rows"]}
-    assert sorted(rows) == sorted(ROWS)
+    assert sorted(rows) == sorted(ROWS + LOOP)
+    for rid in LOOP:
+        r = rows.pop(rid)
+        assert r["status"] == "ok" and 0 < r["min"] <= r["max"] and r["median"] > 0, r
+        assert r["steps"] >= 1 and r["size"] == [64, 96], r
+    loop_ratios = {c["what"]: c["value"] for c in result["comparisons"] if c["section"] == "loop"}
+    assert set(loop_ratios) == {
+        *(f"{rid} / loop.model" for rid in LOOP[1:-1]),
+        "loop.late_denormal / loop.late",
+    }
+    assert all(v > 0 for v in loop_ratios.values())
     for rid, r in rows.items():
         if rid == "train.compile" and r["status"] != "ok":  # --quick skips the cold compile
             assert r["status"] in ("skipped", "failed") and r["reason"], r
@@ -106,8 +119,9 @@ def test_quick_benchmark_reports_every_row(tmp_path):
     assert env["torch"] and env["cpu"] and env["date"] and env["torch_threads"] > 0
 
     table = proc.stdout
-    for rid in [*ROWS, *MEMORY]:
+    for rid in [*ROWS, *MEMORY, *LOOP]:
         assert rid in table, f"{rid} missing from the printed table"
+    assert "loop.cached_w0 / loop.model:" in table and "(target >= 0.9x:" in table
     for header in ("1. data pipeline", "2. training", "3. achieved FLOP/s", "4. prediction",
                    "5. memory", "ru_maxrss"):  # fmt: skip
         assert header in table

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from carseg.training.checkpoint_reader import RECORD_KEY
-from carseg.training.resume import resolve_resume
+from carseg.training.resume import finished_epochs, resolve_resume, seconds, trained_seconds
 from carseg.training.train import train
 from carseg.utils.errors import ConfigError, DataError
 from support.configs import compose_train
@@ -211,3 +211,37 @@ def test_the_checkpoint_lightnings_slurm_resume_would_load_is_checked_first(tmp_
     with pytest.raises(DataError, match="refused"):
         resolve_resume(None, run, tmp_path, {}, max_epochs=10)
     assert not (tmp_path / "PWNED").exists()
+
+
+def _with_progress(path: Path, started: int, processed: int, last_batch: bool, **raw) -> Path:
+    """A checkpoint whose loops say how far its epoch went, and ``raw``'s other keys."""
+    record = {"format": 1, "model": {"net": {}}, "size": None, "threshold": 0.5, "split": None}
+    progress = {"current": {"started": started, "processed": processed}}
+    loops = {"epoch_progress": progress, "epoch_loop.batch_progress": {"is_last_batch": last_batch}}
+    torch.save({"epoch": processed, RECORD_KEY: record, "loops": {"fit_loop": loops}, **raw}, path)
+    return path
+
+
+def test_an_epoch_is_finished_when_its_last_batch_was_validated_not_before(tmp_path):
+    """A checkpoint saved by the validation after an epoch's last batch (before Lightning closed
+    the epoch) has finished it; one saved by a stop inside the epoch has not."""
+    at_end = _with_progress(tmp_path / "a.ckpt", started=2, processed=1, last_batch=True)
+    inside = _with_progress(tmp_path / "b.ckpt", started=2, processed=1, last_batch=False)
+    closed = _with_progress(tmp_path / "c.ckpt", started=2, processed=2, last_batch=True)
+    done = [finished_epochs(torch.load(p, weights_only=True)) for p in (at_end, inside, closed)]
+    assert done == [2, 1, 2]
+    with pytest.raises(ConfigError, match="already trained 2 epoch"):
+        resolve_resume(str(at_end), tmp_path, tmp_path, {}, max_epochs=2)
+    assert resolve_resume(str(inside), tmp_path, tmp_path, {}, max_epochs=2).path == str(inside)
+
+
+def test_a_run_goes_on_with_what_is_left_of_its_time_budget_or_is_refused(tmp_path):
+    timer = {"Timer": {"time_elapsed": {"train": 300.5, "validate": 0.0}}}
+    half = _with_progress(tmp_path / "half.ckpt", 1, 0, False, callbacks=timer, global_step=7)
+    raw = torch.load(half, weights_only=True)
+    assert trained_seconds(raw) == 300.5 and seconds("00:00:10:00") == 600
+    assert resolve_resume(str(half), tmp_path, tmp_path, {}, None, max_time="00:00:10:00")
+    with pytest.raises(ConfigError, match="5.0 minutes.*trainer.max_time=00:00:05:00.*Raise"):
+        resolve_resume(str(half), tmp_path, tmp_path, {}, None, max_time="00:00:05:00")
+    with pytest.raises(ConfigError, match="already trained 7 step.*trainer.max_steps=7"):
+        resolve_resume(str(half), tmp_path, tmp_path, {}, None, max_steps=7)

@@ -74,13 +74,31 @@ def test_train_writes_checkpoint_and_tensorboard_logs(tmp_path):
     assert printed == pytest.approx(max(dice), abs=1e-4)
 
 
-def test_a_step_budget_below_one_epoch_ends_without_a_checkpoint_and_says_so(tmp_path):
-    """trainer.max_steps stops the run before its first validation: early stopping (on by
-    default) has nothing to check and waits for a validation instead of failing."""
+def test_a_step_budget_below_one_epoch_validates_and_saves_what_it_has(tmp_path):
+    """trainer.max_steps inside the first epoch: the run validates the weights it has and saves
+    them (early stopping, on by default, does not trip over the short run)."""
     proc = run_train(tmp_path, *TINY, "trainer.max_steps=2", "trainer.max_epochs=3")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "`max_steps=2` reached" in proc.stderr + proc.stdout
-    assert "best val/dice: n/a" in proc.stdout and "checkpoint:    none saved" in proc.stdout
+    assert "stopped by:    max_steps" in proc.stdout
+    assert "(epoch 0, step 2)" in proc.stdout and "checkpoint:    none saved" not in proc.stdout
+
+
+def test_sigterm_stops_after_the_batch_with_its_checkpoints_and_exit_143(tmp_path):
+    """What a scheduler's SIGTERM (or a Ctrl-C) gets: the batch at hand ends, the run validates and
+    saves, says how to go on, and exits as a process the signal ended."""
+    proc = run_script(
+        tmp_path, "train", *TINY, "data.batch_size=2",
+        "+callbacks.signal._target_=support.lightning.signal_at", "+callbacks.signal.batch=3",
+        "+callbacks.signal.signum=15",
+        env={"PYTHONPATH": str(REPO / "tests")},
+    )  # fmt: skip
+    assert proc.returncode == 143, proc.stderr[-3000:]
+    assert "SIGTERM: training stops after this batch" in proc.stderr
+    assert "stopped by:    SIGTERM" in proc.stdout and "resume=true" in proc.stdout
+    (run,) = (tmp_path / "outputs" / "train" / "runs").iterdir()
+    summary = json.loads((run / "summary.json").read_text())
+    assert (summary["status"], summary["global_step"]) == ("interrupted", 4)
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
 
 
 def test_missing_carvana_folder_explains_the_layout(tmp_path):
@@ -332,6 +350,15 @@ REFUSED = [
     Row("trainer.max_time in words", "train",
         lambda t: [*TINY_TRAIN, "trainer.max_time='ten minutes'"],
         ["trainer.max_time must be days:hours:minutes:seconds"]),
+    Row("trainer.min_epochs above max_epochs", "train",
+        lambda t: [*TINY_TRAIN, "trainer.min_epochs=3", "trainer.max_epochs=1"],
+        ["trainer.min_epochs=3 is more than trainer.max_epochs=1"]),
+    Row("trainer.min_epochs with a time budget", "train",
+        lambda t: [*TINY_TRAIN, "trainer.min_epochs=1", "trainer.max_time=00:00:10:00"],
+        ["trainer.min_epochs=1 would keep training past the time budget", "min_epochs=null"]),
+    Row("resume=true and a checkpoint file", "train",
+        lambda t: [*TINY_TRAIN, "resume=true", f"ckpt_path={t / 'x.ckpt'}"],
+        ["resume=true continues the newest run", "ckpt_path="]),
     Row("seed=abc", "train", lambda t: [*TINY_TRAIN, "seed=abc"],
         ["seed must be an integer >= 0 (or null for a random run), got 'abc'"]),
     Row("data.crop_on_car=abc", "train", lambda t: [*TINY_TRAIN, "data.crop_on_car=abc"],

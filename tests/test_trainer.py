@@ -67,3 +67,26 @@ def test_ddp_in_a_multirun_is_allowed_where_the_launcher_started_the_processes(m
     monkeypatch.setenv("SLURM_NTASKS", "4")
     out = resolve_trainer_config({"strategy": "ddp", "accelerator": "cpu"}, multirun=True)
     assert out["strategy"] == "ddp"
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"min_epochs": 3, "max_epochs": 1}, "min_epochs=3 is more than trainer.max_epochs=1"),
+        ({"min_epochs": 1, "max_time": "00:00:10:00"}, "trainer.min_epochs=1 would keep training"),
+        ({"min_steps": 50, "max_time": "00:00:10:00"}, "trainer.min_steps=50 would keep training"),
+        ({"val_check_interval": "two minutes"}, "trainer.val_check_interval must be a share"),
+        ({"val_check_interval": 1.5}, "trainer.val_check_interval must be a share"),
+    ],
+    ids=["min over max epochs", "min_epochs with a budget", "min_steps with a budget",
+         "a time in words", "a share over 1"],
+)  # fmt: skip
+def test_limits_that_contradict_each_other_or_a_budget_are_refused(options, words):
+    with pytest.raises(ConfigError, match=words):
+        resolve_trainer_config({"accelerator": "cpu", "max_epochs": 6, **options})
+
+
+@pytest.mark.parametrize("interval", ["00:00:02:30", 0.25, 1.0, 50, None])
+def test_validation_every_few_minutes_batches_or_a_share_of_an_epoch(interval):
+    cfg = resolve_trainer_config({"accelerator": "cpu", "val_check_interval": interval})
+    assert cfg["val_check_interval"] == interval

@@ -62,3 +62,33 @@ def kill_at_epoch(epoch: int):
                 os.kill(os.getpid(), signal.SIGKILL)
 
     return Killer()
+
+
+def signal_at(batch: int, signum: int, epoch: int = 0, times: int = 1):
+    """A Lightning callback that sends its own process ``signum`` (``times`` times) when training
+    batch ``batch`` of ``epoch`` starts, as a scheduler's SIGTERM or a user's Ctrl-C would."""
+    import signal
+
+    import pytorch_lightning as pl
+
+    class SignalAt(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, data, batch_idx):
+            if trainer.current_epoch == epoch and batch_idx == batch:
+                for _ in range(times):
+                    os.kill(os.getpid(), signal.Signals(signum))
+
+    return SignalAt()
+
+
+def slow_batches(seconds: float):
+    """A Lightning callback that makes every training batch take ``seconds`` longer: a slow CPU,
+    on which a time budget ends inside an epoch."""
+    import time
+
+    import pytorch_lightning as pl
+
+    class SlowBatches(pl.Callback):
+        def on_train_batch_end(self, *args, **kwargs):
+            time.sleep(seconds)
+
+    return SlowBatches()
