@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from carseg.utils.image_stats import IMAGENET_MEAN, IMAGENET_STD
+
 IMAGE_INTERPOLATION = cv2.INTER_AREA
 MASK_INTERPOLATION = cv2.INTER_NEAREST
 

@@ -233,11 +233,12 @@ def arguments(node: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _networks() -> list[type]:
+    from carseg.models.efficientnet_unet import EfficientNetLiteUNet
     from carseg.models.resnet_unet import ResNetUNet
     from carseg.models.timm_unet import TimmUNet  # (imports timm only when one is built)
     from carseg.models.unet import UNet
 
-    return [UNet, ResNetUNet, TimmUNet]
+    return [UNet, ResNetUNet, EfficientNetLiteUNet, TimmUNet]
 
 
 def _losses() -> list[type]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +161,15 @@ class ResNetUNet(nn.Module):
         return logits[..., :height, :width]
 
 
-def load_encoder_weights(encoder: nn.Module, path: str | os.PathLike, name: str) -> int:
+def load_encoder_weights(
+    encoder: nn.Module,
+    path: str | os.PathLike,
+    name: str,
+    *,
+    head: tuple[str, ...] = (HEAD,),
+    rename: Callable[[str], str] | None = None,
+    fix: str | None = None,
+) -> int:
     """Load a torchvision weights file into ``encoder``; returns how many tensors it loaded.
 
     The file is read by carseg's one safe reader (``carseg.utils.torch_files``): tensors and
@@ -169,6 +177,11 @@ def load_encoder_weights(encoder: nn.Module, path: str | os.PathLike, name: str)
     the encoder's, less nothing and plus nothing but the classifier (``fc.*``, not used) and the
     BatchNorm counters older files lack. A dict whose ``state_dict``
     holds such keys (a checkpoint of a classifier) is read as that state dict.
+
+    Another network's file loads the same way (``carseg.models.efficientnet_unet``): ``head``
+    gives the prefixes of its classifier's keys, ``rename`` maps its other keys to the encoder's
+    (a key it does not know comes back as it is, and so is refused, named as in the file), and
+    ``fix`` says where to get the right file.
 
     Raises:
         DataNotFoundError: no file at ``path``.
@@ -178,7 +191,7 @@ def load_encoder_weights(encoder: nn.Module, path: str | os.PathLike, name: str)
     """
     where = f"model.net.encoder_weights={path}"
     file = Path(path).expanduser()
-    fix = (
+    fix = fix or (
         f"Give torchvision's ImageNet weights of {name} (torchvision keeps the files it downloads "
         "in ~/.cache/torch/hub/checkpoints; copy one here: carseg downloads nothing), or "
         "model.net.encoder_weights=null to train from scratch"
@@ -192,10 +205,12 @@ def load_encoder_weights(encoder: nn.Module, path: str | os.PathLike, name: str)
         content = content["state_dict"]
     if not isinstance(content, Mapping):
         raise DataError(f"{where} holds a {type(content).__name__}, not a state dict. {fix}")
-    given = {str(k): v for k, v in content.items() if not str(k).startswith(HEAD)}
-    ignored = [str(k) for k in content if str(k).startswith(HEAD)]
+    rename = rename or str
+    ignored = [str(k) for k in content if str(k).startswith(head)]
+    origin = {rename(str(k)): str(k) for k in content if not str(k).startswith(head)}
+    given = {key: content[file_key] for key, file_key in origin.items()}
     wanted = encoder.state_dict()
-    mismatch = _first_mismatch(given, wanted)
+    mismatch = _first_mismatch(given, wanted, origin)
     if mismatch:
         missing = [k for k in wanted if k not in given and not k.endswith(COUNTER)]
         unexpected = [k for k in given if k not in wanted]
@@ -208,7 +223,7 @@ def load_encoder_weights(encoder: nn.Module, path: str | os.PathLike, name: str)
     encoder.load_state_dict({**wanted, **given}, strict=True)  # counters the file lacks: kept
     notes = []
     if ignored:
-        notes.append(f"ignored {', '.join(ignored)}: the ImageNet classification head, not used")
+        notes.append(f"ignored {_listed(ignored)}: the ImageNet classification head, not used")
     kept = [k for k in wanted if k not in given]
     if kept:
         notes.append(f"the file has no {COUNTER} for {len(kept)} BatchNorm layers: kept at 0")
@@ -226,9 +241,26 @@ def _shape(value: Any) -> tuple[int, ...] | None:
     return tuple(value.shape) if isinstance(value, torch.Tensor) else None
 
 
-def _first_mismatch(given: Mapping[str, Any], wanted: Mapping[str, torch.Tensor]) -> str:
+def _listed(keys: list[str], most: int = 4) -> str:
+    """``keys`` joined by commas, the tail counted past ``most``."""
+    more = f" and {len(keys) - most} more" if len(keys) > most else ""
+    return ", ".join(keys[:most]) + more
+
+
+def _first_mismatch(
+    given: Mapping[str, Any],
+    wanted: Mapping[str, torch.Tensor],
+    origin: Mapping[str, str] | None = None,
+) -> str:
     """The first key, in the encoder's order, that the file lacks or holds in another shape (else
-    the first the encoder lacks), in words; "" if the file fits."""
+    the first the encoder lacks), in words; "" if the file fits. ``origin``: each key's name in
+    the file where it differs (a renamed layout), named beside it."""
+    origin = origin or {}
+
+    def named(key: str) -> str:
+        there = origin.get(key, key)
+        return key if there == key else f"{key} ({there} in the file)"
+
     for key, tensor in wanted.items():
         here = tuple(tensor.shape)
         if key not in given:
@@ -236,11 +268,11 @@ def _first_mismatch(given: Mapping[str, Any], wanted: Mapping[str, torch.Tensor]
                 return f"the first mismatch is {key}, {here} here, which the file lacks"
         elif _shape(given[key]) != here:
             there = _shape(given[key]) or f"a {type(given[key]).__name__}"
-            return f"the first mismatch is {key}, {there} in the file but {here} here"
+            return f"the first mismatch is {named(key)}, {there} in the file but {here} here"
     for key, value in given.items():
         if key not in wanted:
             return (
-                f"the first mismatch is {key}, {_shape(value) or type(value).__name__} in the "
-                "file, which the encoder lacks"
+                f"the first mismatch is {named(key)}, {_shape(value) or type(value).__name__} in "
+                "the file, which the encoder lacks"
             )
     return ""

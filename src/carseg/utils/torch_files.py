@@ -18,6 +18,10 @@ import torch
 from carseg.utils.errors import DataError, DataNotFoundError
 
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
+# torch.save's format before torch 1.6 (``_use_new_zipfile_serialization=False``): pickle
+# protocol 2, then torch's magic number 0x1950a86a20f9469cfc6c as a pickled long. Weights files
+# published then are in it (efficientnet-lite0-57934424.pth); torch reads it as safely.
+LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
 
 
 def read_torch_file(
@@ -33,8 +37,8 @@ def read_torch_file(
 
     Raises:
         DataNotFoundError: no file at ``path``.
-        DataError: a folder, an empty file, not a torch file, one carrying pickled objects
-            (refused unread), or a damaged one.
+        DataError: a folder, an empty file, not a torch file (a zip archive, or the format
+            before torch 1.6), one carrying pickled objects (refused unread), or a damaged one.
     """
     file = Path(path).expanduser()
     what = what or str(file)
@@ -44,12 +48,13 @@ def read_torch_file(
     if not file.is_file():
         raise DataNotFoundError(f"{what}: no such file{tail}")
     with file.open("rb") as f:
-        start = f.read(4)
-    if start != ZIP_MAGIC:
+        start = f.read(len(LEGACY_MAGIC))
+    legacy = start == LEGACY_MAGIC
+    if not start.startswith(ZIP_MAGIC) and not legacy:
         kind = "an empty file" if not start else "it does not start as torch.save's zip archive"
         raise DataError(f"{what} is not a PyTorch {noun} ({kind}){tail}")
-    try:
-        return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    try:  # (only a zip archive can be memory-mapped)
+        return torch.load(file, map_location="cpu", weights_only=True, mmap=not legacy)
     except pickle.UnpicklingError:
         raise DataError(
             f"{what} was refused: it holds Python objects other than tensors and plain values, "
