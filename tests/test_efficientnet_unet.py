@@ -57,7 +57,12 @@ WRONG = pytest.mark.xfail(strict=True, raises=AssertionError)
 def lite_unet(**options) -> EfficientNetLiteUNet:
     """An EfficientNet-Lite0 U-Net with conf/model/net/efficientnet_lite0_unet.yaml's settings
     unless changed."""
-    settings = {"in_channels": 3, "decoder_width": 16, "encoder_weights": None}
+    settings = {
+        "in_channels": 3,
+        "decoder_width": 16,
+        "encoder_weights": None,
+        "input_scaling": "lite",
+    }
     return EfficientNetLiteUNet(**{**settings, **options})
 
 
@@ -144,7 +149,7 @@ def test_output_size_equals_input_size(height, width):
 
 
 def test_skips_have_the_papers_channels_and_reductions():
-    encoder = EfficientNetLite0Encoder().eval()
+    encoder = EfficientNetLite0Encoder(3).eval()
     with torch.no_grad():
         features = encoder(torch.randn(1, 3, 64, 96))
     shapes = [tuple(f.shape[1:]) for f in features]
@@ -215,7 +220,7 @@ def test_efficientnet_pytorch_keys_map_to_ours(theirs, ours):
 
 def test_the_installed_file_fills_every_encoder_tensor(caplog):
     state = torch.load(imagenet_weights_path(), map_location="cpu", weights_only=True)
-    encoder = EfficientNetLite0Encoder()
+    encoder = EfficientNetLite0Encoder(3)
     with caplog.at_level("INFO", logger="carseg.models.resnet_unet"):
         assert load_lite0_weights(encoder, "imagenet") == len(encoder.state_dict()) == 288
     assert "ignored _conv_head.weight, _bn1.weight" in caplog.text

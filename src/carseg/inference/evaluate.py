@@ -259,6 +259,7 @@ def evaluate(cfg: DictConfig) -> EvalReport | None:
             "split": cfg.split,
             "cars": cars_of(ids, pattern),
             "tta": cfg.tta,
+            "refine": predictor.refine.record(),
             "model_input_size": [list(s) for s in predictor.sizes]
             if len(models) > 1
             else list(predictor.sizes[0]),

@@ -25,6 +25,7 @@ from carseg.data.image_io import read_image
 from carseg.inference.loading import OnnxNet, TrainedModel, load_models
 from carseg.inference.postprocess import PostProcess
 from carseg.inference.predictor import Predictor, size_ceiling_dice
+from carseg.inference.refine import Refine, grey_guide
 from carseg.models.metrics import dice_per_image
 from carseg.models.registry import trusted_targets, trusting
 from carseg.training.trainer import build_trainer, resolve_trainer_config
@@ -38,8 +39,9 @@ class PredictionSet(Dataset):
 
     Items are dicts: ``name`` (the file name, or its path below the input folder), ``path``,
     ``size`` (the photo's height and width)
-    and ``inputs`` (one tensor per model size), or ``name``, ``path`` and ``error`` for an input
-    that cannot be read.
+    and ``inputs`` (one tensor per model size), plus ``guide`` (the grey photo) where the
+    predictor's guided filter is on; or ``name``, ``path`` and ``error`` for an input that cannot
+    be read.
     """
 
     def __init__(
@@ -48,6 +50,7 @@ class PredictionSet(Dataset):
         self.paths = list(paths)
         self.names = list(names) if names is not None else [p.name for p in self.paths]
         self.prepare = predictor.prepare  # (picklable: no models)
+        self.guided = predictor.refine.guided
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -58,7 +61,10 @@ class PredictionSet(Dataset):
         except UnreadableFileError as err:
             return {"name": name, "path": path, "error": err.reason}
         inputs = {key: prepare(image) for key, prepare in self.prepare.items()}
-        return {"name": name, "path": path, "size": size, "inputs": inputs}
+        item = {"name": name, "path": path, "size": size, "inputs": inputs}
+        if self.guided:
+            item["guide"] = grey_guide(image)
+        return item
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self.item(self.names[index], self.paths[index])
@@ -118,6 +124,8 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
         "sizes": [tuple(i["size"]) for i in good],
         "failed": [(i["name"], i["error"]) for i in items if "error" in i],
     }
+    if good and "guide" in good[0]:
+        batch["guides"] = [i["guide"] for i in good]
     if good and "truth" in good[0]:
         batch["truth"] = [i["truth"] for i in good]
         batch["ceiling"] = [i.get("ceiling") for i in good]
@@ -156,7 +164,7 @@ class InferenceModule(pl.LightningModule):
         out = {**batch, "masks": [], "dice": []}
         if batch["inputs"] is None:
             return out
-        probs = self.predictor(batch["inputs"], batch["sizes"])
+        probs = self.predictor(batch["inputs"], batch["sizes"], batch.get("guides"))
         masks = [
             self.postprocess((p > self.threshold).to(torch.uint8).cpu().numpy()) for p in probs
         ]
@@ -211,6 +219,7 @@ def build_predictor(cfg: DictConfig | Mapping[str, Any]) -> tuple[Predictor, flo
         tta=cfg.tta,
         tile=cfg.tile,
         tile_overlap=cfg.tile_overlap,
+        refine=Refine.of(cfg.get("refine")),
     )
     return predictor, threshold, models
 

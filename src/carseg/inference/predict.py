@@ -96,6 +96,7 @@ def predict(cfg: DictConfig) -> tuple[Merged | None, Outputs, int]:
         "tile": None if cfg.tile is None else list(cfg.tile),
         "tile_overlap": cfg.tile_overlap,
         "postprocess": dict(cfg.postprocess),
+        "refine": predictor.refine.record(),  # None when off, as runs before it record nothing
         "cutouts": cfg.cutouts,
         "background": None if cfg.background is None else str(outputs.background),
         "cutout_feather": outputs.feather,

@@ -5,11 +5,17 @@ its probabilities are upsampled (bilinear) back to the image's own size *before*
 Kaggle scored masks at 1918x1280. Test-time augmentation averages the probabilities of the image
 and of its mirror image; an ensemble averages its models' probabilities at the image's size (the
 models may differ in size and network). Frames too large for the device run in tiles.
+
+With ``refine.guided`` (``carseg.inference.refine``), each model's probabilities are brought to
+the image's size by the fast guided filter, with the grey photo at full size as the guide, instead
+of bilinear upsampling alone: here, the one place where eval and predict (and so anything built on
+the Predictor) turn model outputs into full-size probabilities, before the threshold.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from carseg.data.transforms import inference_transforms, resize_image
+from carseg.inference.refine import Refine, check_guides, fast_guided_upsample, grey_guide
 from carseg.inference.tiling import tiled_probabilities
 from carseg.models.metrics import dice_per_image
 from carseg.utils.checks import check_bool, check_int, check_size
@@ -84,6 +91,8 @@ class Predictor(nn.Module):
             the device's memory whole; None: whole frames.
         tile_overlap: pixels neighbouring tiles share; their probabilities are blended there with
             a raised-cosine window, so no seam shows.
+        refine: the ``refine`` options (``carseg.inference.refine.Refine.of``); None: off. With
+            ``guided``, ``forward`` needs each image's grey photo (``guide``).
     """
 
     def __init__(
@@ -94,8 +103,10 @@ class Predictor(nn.Module):
         tta: bool,
         tile: Sequence[int] | None,
         tile_overlap: int,
+        refine: Refine | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        self.refine = refine if isinstance(refine, Refine) else Refine.of(refine)
         if not models or len(models) != len(sizes):
             raise ConfigError("a Predictor needs one size for each of at least one model")
         self.models = nn.ModuleList(models)
@@ -117,6 +128,11 @@ class Predictor(nn.Module):
         """Every model size's input ``(3, h, w)`` of a uint8 RGB image ``(H, W, 3)``."""
         return {key: prepare(image) for key, prepare in self.prepare.items()}
 
+    def guide(self, image: np.ndarray) -> torch.Tensor | None:
+        """The guide ``forward`` needs for a uint8 RGB image ``(H, W, 3)``: its grey photo, uint8
+        ``(H, W)``, where ``refine.guided`` is on; else None."""
+        return grey_guide(image) if self.refine.guided else None
+
     def model_probabilities(self, model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
         """One model's probabilities ``(B, 1, h, w)`` of prepared images ``(B, 3, h, w)``, on the
         device the model answers on."""
@@ -126,14 +142,30 @@ class Predictor(nn.Module):
         return probs
 
     def forward(
-        self, inputs: dict[str, torch.Tensor], sizes: Sequence[Sequence[int]]
+        self,
+        inputs: dict[str, torch.Tensor],
+        sizes: Sequence[Sequence[int]],
+        guides: Sequence[torch.Tensor] | None = None,
     ) -> list[torch.Tensor]:
         """Probabilities ``(H_i, W_i)`` of each image at its own size ``sizes[i]``, the mean of
-        every model's, from a batch of ``inputs`` (one ``(B, 3, h, w)`` per model size)."""
+        every model's, from a batch of ``inputs`` (one ``(B, 3, h, w)`` per model size) and, with
+        ``refine.guided``, each image's ``guide`` ``(H_i, W_i)``.
+
+        Raises:
+            ValueError: ``refine.guided`` without a guide of each image's size.
+        """
+        if self.refine.guided:
+            check_guides(guides, sizes)
         total: list[torch.Tensor] | None = None
         for model, size in zip(self.models, self.sizes, strict=True):
             probs = self.model_probabilities(model, inputs[size_key(size)])
-            full = [at_size(p, s) for p, s in zip(probs, sizes, strict=True)]
+            if self.refine.guided:
+                r, eps = self.refine.radius, self.refine.eps
+                full = [
+                    fast_guided_upsample(p, g, r, eps) for p, g in zip(probs, guides, strict=True)
+                ]
+            else:
+                full = [at_size(p, s) for p, s in zip(probs, sizes, strict=True)]
             total = full if total is None else [t + f for t, f in zip(total, full, strict=True)]
         return [t / len(self.models) for t in total]
 
@@ -144,7 +176,8 @@ class Predictor(nn.Module):
         device = next((p.device for p in self.parameters()), torch.device("cpu"))
         batch = [self.inputs(image) for image in images]
         inputs = {k: torch.stack([b[k] for b in batch]).to(device) for k in self.prepare}
-        probs = self(inputs, [image.shape[:2] for image in images])
+        guides = [self.guide(image) for image in images] if self.refine.guided else None
+        probs = self(inputs, [image.shape[:2] for image in images], guides)
         return [p.float().cpu().numpy() for p in probs]
 
     def _probabilities(self, model: nn.Module, batch: torch.Tensor) -> torch.Tensor:

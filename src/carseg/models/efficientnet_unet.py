@@ -196,7 +196,7 @@ class EfficientNetLite0Encoder(nn.Module):
             test uses, to show that it reads them wrong.
     """
 
-    def __init__(self, in_channels: int = 3, tf_padding: bool = True) -> None:
+    def __init__(self, in_channels: int, tf_padding: bool = True) -> None:
         super().__init__()
         self.stem = ConvBNAct(in_channels, STEM, 3, 2, tf_padding=tf_padding)
         blocks: list[nn.Module] = []
@@ -257,7 +257,7 @@ class EfficientNetLiteUNet(nn.Module):
         in_channels: int,
         decoder_width: int,
         encoder_weights: str | os.PathLike | None,
-        input_scaling: str = "lite",
+        input_scaling: str,
         out_channels: int = 1,
     ) -> None:
         super().__init__()
