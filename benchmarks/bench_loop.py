@@ -34,6 +34,11 @@ from harness import REPO, environment, progress
 from fixtures import find_data
 
 CHILD_TIMEOUT_S = 1800
+# --isa: the environment that limits PyTorch's and oneDNN's kernels to an instruction set
+ISAS = {
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "avx512": {"ATEN_CPU_CAPABILITY": "avx512", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE"},
+}
 TARGET = 0.9  # the loop's images/s, at least this share of the model's
 DEV_DIR = Path(os.environ.get("CARSEG_DEV_DIR", REPO.parent / "shared" / "carvana_dev"))
 
@@ -275,9 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="rounds over the variants")
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="another size")
     parser.add_argument(
-        "--avx2",
-        action="store_true",
-        help="PyTorch's and oneDNN's AVX2 kernels only, in fp32: an AVX2 CPU's code on this one",
+        "--isa",
+        choices=tuple(ISAS),
+        help="PyTorch's and oneDNN's kernels for this instruction set only, in fp32: what a CPU "
+        "without AMX and AVX-512 BF16 runs, on this CPU's cores (their clock and caches stay)",
     )
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results_loop.json")
     parser.add_argument(
@@ -289,8 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{result['env']['cpu']}, kernels: {result['env'].get('kernels', 'native')}\n")
         print(markdown(result))
         return 0
-    if args.avx2:  # the children inherit these
-        os.environ.update(ATEN_CPU_CAPABILITY="avx2", ONEDNN_MAX_CPU_ISA="AVX2")
+    if args.isa:  # the children inherit these
+        os.environ.update(ISAS[args.isa])
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
         return 0
@@ -305,10 +311,9 @@ def main(argv: list[str] | None = None) -> int:
             args.steps,
             args.rounds,
             tuple(args.size) if args.size else None,
-            ["trainer.precision=32-true"] if args.avx2 else [],
+            ["trainer.precision=32-true"] if args.isa else [],
         )
-    avx2 = "AVX2 only (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA), fp32"
-    env["kernels"] = avx2 if args.avx2 else "native"
+    env["kernels"] = f"{args.isa} only ({ISAS[args.isa]}), fp32" if args.isa else "native"
     env["loadavg_end"] = os.getloadavg()[0]
     result = {"env": env, "rows": rows, "comparisons": comparisons}
     print(

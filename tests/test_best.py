@@ -13,11 +13,12 @@ from carseg.training.best import BestTracker, best_of
 from carseg.utils.errors import ConfigError
 
 
-def _trainer(epoch: int, value: float | None, callbacks=()):
+def _trainer(epoch: int, value: float | None, callbacks=(), step: int | None = None):
     metrics = {} if value is None else {"val/dice": torch.tensor(value)}
     return SimpleNamespace(
         callback_metrics=metrics,
         current_epoch=epoch,
+        global_step=10 * epoch if step is None else step,
         checkpoint_callbacks=list(callbacks),
         checkpoint_callback=next(iter(callbacks), None),
     )
@@ -31,6 +32,7 @@ def test_the_tracker_keeps_the_best_value_and_its_epoch(mode, values, best, epoc
     tracker = BestTracker("val/dice", mode)
     improved = [tracker.update(_trainer(e, v)) for e, v in enumerate(values)]
     assert (tracker.best, tracker.best_epoch) == (pytest.approx(best), epoch)
+    assert tracker.best_step == 10 * epoch
     assert improved == [True, True, False]
 
 
@@ -48,15 +50,15 @@ def test_an_unknown_mode_is_refused():
 
 def test_the_checkpoint_callback_knows_the_best_before_a_resume(tmp_path):
     """A resumed run saw only its own epochs; its monitoring checkpoint callback kept the best of
-    the whole run, whose epoch is read from the best checkpoint."""
-    best_path = tmp_path / "epoch_003-dice_0.9100.ckpt"
-    torch.save({"epoch": 3}, best_path)
+    the whole run, whose epoch and step are read from the best checkpoint."""
+    best_path = tmp_path / "epoch_003-step_000120-dice_0.9100.ckpt"
+    torch.save({"epoch": 3, "global_step": 120}, best_path)
     callback = ModelCheckpoint(dirpath=tmp_path, monitor="val/dice", mode="max")
     callback.best_model_path, callback.best_model_score = str(best_path), torch.tensor(0.91)
     tracker = BestTracker("val/dice", "max")
     tracker.update(_trainer(5, 0.80))  # the only epoch this process validated
     best = best_of(_trainer(5, 0.80, [callback]), tracker)
-    assert (best.score, best.epoch) == (pytest.approx(0.91), 3)
+    assert (best.score, best.epoch, best.step) == (pytest.approx(0.91), 3, 120)
     assert best.checkpoint == str(best_path.resolve())
     without = best_of(_trainer(5, 0.80), tracker)  # no checkpoint callback: what this fit saw
     assert (without.score, without.epoch, without.checkpoint) == (pytest.approx(0.80), 5, None)

@@ -148,7 +148,8 @@ def test_the_monitored_metric_is_declared_once_and_referenced():
     assert callbacks.model_checkpoint.monitor == callbacks.early_stopping.monitor == "val/loss"
     assert callbacks.model_checkpoint.mode == callbacks.hparams.mode == "min"
     assert callbacks.run_summary.monitor == "val/loss"
-    assert callbacks.model_checkpoint.filename == "epoch_{epoch:03d}-loss_{val/loss:.4f}"
+    filename = callbacks.model_checkpoint.filename
+    assert filename == "epoch_{epoch:03d}-step_{step:06d}-loss_{val/loss:.4f}"
     assert (cfg.model.scheduler.monitor, cfg.model.scheduler.mode) == ("val/loss", "min")
     assert others  # (there are other files to search)
 

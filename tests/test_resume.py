@@ -21,6 +21,11 @@ from support.configs import compose_train
 from support.entry import REPO, TINY_TRAIN, run_script
 
 
+def _resume(*args, max_time=None, max_steps=-1, **options):
+    """``resolve_resume`` without a time or step budget unless a test gives one."""
+    return resolve_resume(*args, max_time=max_time, max_steps=max_steps, **options)
+
+
 def _saved(path: Path, epoch: int, processed: int | None, net: dict | None = None) -> Path:
     """A checkpoint with carseg's record (of ``net``) and the loops' progress."""
     record = {"format": 1, "model": {"net": net or {}}, "size": None, "threshold": 0.5}
@@ -33,7 +38,7 @@ def _saved(path: Path, epoch: int, processed: int | None, net: dict | None = Non
 
 
 def resolve_ckpt_path(ckpt_path, output_dir, runs_dir):
-    point = resolve_resume(ckpt_path, output_dir, runs_dir, model_hparams={}, max_epochs=None)
+    point = _resume(ckpt_path, output_dir, runs_dir, model_hparams={}, max_epochs=None)
     return None if point is None else point.path
 
 
@@ -76,10 +81,10 @@ def test_a_checkpoint_of_another_network_is_refused_naming_what_differs(tmp_path
     path = _saved(tmp_path / "a.ckpt", epoch=0, processed=1, net=net)
     wanted = {"net": {**net, "base_width": 16}}
     with pytest.raises(ConfigError, match="model.net.base_width=8.*model.net.base_width=16"):
-        resolve_resume(str(path), tmp_path, tmp_path, wanted, max_epochs=None)
+        _resume(str(path), tmp_path, tmp_path, wanted, max_epochs=None)
     # how a net is first initialised is not its shape: another weights file resumes
     again = {"net": {**net, "encoder_weights": "/elsewhere.pth"}}
-    assert resolve_resume(str(path), tmp_path, tmp_path, again, max_epochs=None) is not None
+    assert _resume(str(path), tmp_path, tmp_path, again, max_epochs=None) is not None
 
 
 @pytest.mark.slow
@@ -155,10 +160,10 @@ def test_the_checkpoint_records_the_split_and_a_resume_with_another_one_is_refus
 def test_a_checkpoint_saved_inside_an_epoch_has_that_epoch_left_to_train(tmp_path):
     """Lightning's SLURM checkpoint (and a max_time stop) is saved inside the epoch it names."""
     inside = _saved(tmp_path / "hpc_ckpt_1.ckpt", epoch=29, processed=29)
-    assert resolve_resume(str(inside), tmp_path, tmp_path, {}, max_epochs=30).path == str(inside)
+    assert _resume(str(inside), tmp_path, tmp_path, {}, max_epochs=30).path == str(inside)
     ended = _saved(tmp_path / "last.ckpt", epoch=29, processed=30)
     with pytest.raises(ConfigError, match="already trained 30 epoch"):
-        resolve_resume(str(ended), tmp_path, tmp_path, {}, max_epochs=30)
+        _resume(str(ended), tmp_path, tmp_path, {}, max_epochs=30)
 
 
 def test_a_requeued_job_goes_on_from_its_own_newest_checkpoint(tmp_path, monkeypatch):
@@ -169,11 +174,11 @@ def test_a_requeued_job_goes_on_from_its_own_newest_checkpoint(tmp_path, monkeyp
     hpc = _saved(run / "hpc_ckpt_1.ckpt", epoch=4, processed=4)
     monkeypatch.setenv("SLURM_RESTART_COUNT", "2")
     # whatever the command names, the job's own newest checkpoint is where it stopped
-    assert resolve_resume(str(older), run, tmp_path, {}, max_epochs=10).path == str(hpc)
-    assert resolve_resume(None, run, tmp_path, {}, max_epochs=10).path == str(hpc)
+    assert _resume(str(older), run, tmp_path, {}, max_epochs=10).path == str(hpc)
+    assert _resume(None, run, tmp_path, {}, max_epochs=10).path == str(hpc)
     monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
-    assert resolve_resume(None, run, tmp_path, {}, max_epochs=10) is None
-    assert resolve_resume("last", run, tmp_path, {}, max_epochs=10).path == str(last)
+    assert _resume(None, run, tmp_path, {}, max_epochs=10) is None
+    assert _resume("last", run, tmp_path, {}, max_epochs=10).path == str(last)
 
 
 def test_weights_that_do_not_fit_the_model_are_refused_naming_one(tmp_path):
@@ -184,7 +189,7 @@ def test_weights_that_do_not_fit_the_model_are_refused_naming_one(tmp_path):
     torch.save(raw, path)
     wanted = {"net.inc.weight": torch.zeros(16, 3, 3, 3), "net.outc.bias": torch.zeros(1)}
     with pytest.raises(ConfigError, match=r"net.inc.weight is \(8, 3, 3, 3\) there") as err:
-        resolve_resume(str(path), tmp_path, tmp_path, {"net": net}, None, model_state=wanted)
+        _resume(str(path), tmp_path, tmp_path, {"net": net}, None, model_state=wanted)
     assert "1 missing, 1 unexpected, 1 of another shape" in str(err.value)
 
 
@@ -205,11 +210,11 @@ def test_the_checkpoint_lightnings_slurm_resume_would_load_is_checked_first(tmp_
     run = tmp_path / "run"
     run.mkdir()
     good = _saved(run / "hpc_ckpt_1.ckpt", epoch=2, processed=2)
-    assert resolve_resume(None, run, tmp_path, {}, max_epochs=10).path == str(good)
+    assert _resume(None, run, tmp_path, {}, max_epochs=10).path == str(good)
     torch.save({"epoch": 3, "x": _HpcPayload()}, run / "hpc_ckpt_2.ckpt")
     os.utime(run / "hpc_ckpt_2.ckpt", ns=(10**19, 10**19))  # the newest
     with pytest.raises(DataError, match="refused"):
-        resolve_resume(None, run, tmp_path, {}, max_epochs=10)
+        _resume(None, run, tmp_path, {}, max_epochs=10)
     assert not (tmp_path / "PWNED").exists()
 
 
@@ -231,8 +236,8 @@ def test_an_epoch_is_finished_when_its_last_batch_was_validated_not_before(tmp_p
     done = [finished_epochs(torch.load(p, weights_only=True)) for p in (at_end, inside, closed)]
     assert done == [2, 1, 2]
     with pytest.raises(ConfigError, match="already trained 2 epoch"):
-        resolve_resume(str(at_end), tmp_path, tmp_path, {}, max_epochs=2)
-    assert resolve_resume(str(inside), tmp_path, tmp_path, {}, max_epochs=2).path == str(inside)
+        _resume(str(at_end), tmp_path, tmp_path, {}, max_epochs=2)
+    assert _resume(str(inside), tmp_path, tmp_path, {}, max_epochs=2).path == str(inside)
 
 
 def test_a_run_goes_on_with_what_is_left_of_its_time_budget_or_is_refused(tmp_path):
@@ -240,8 +245,8 @@ def test_a_run_goes_on_with_what_is_left_of_its_time_budget_or_is_refused(tmp_pa
     half = _with_progress(tmp_path / "half.ckpt", 1, 0, False, callbacks=timer, global_step=7)
     raw = torch.load(half, weights_only=True)
     assert trained_seconds(raw) == 300.5 and seconds("00:00:10:00") == 600
-    assert resolve_resume(str(half), tmp_path, tmp_path, {}, None, max_time="00:00:10:00")
+    assert _resume(str(half), tmp_path, tmp_path, {}, None, max_time="00:00:10:00")
     with pytest.raises(ConfigError, match="5.0 minutes.*trainer.max_time=00:00:05:00.*Raise"):
-        resolve_resume(str(half), tmp_path, tmp_path, {}, None, max_time="00:00:05:00")
+        _resume(str(half), tmp_path, tmp_path, {}, None, max_time="00:00:05:00")
     with pytest.raises(ConfigError, match="already trained 7 step.*trainer.max_steps=7"):
-        resolve_resume(str(half), tmp_path, tmp_path, {}, None, max_steps=7)
+        _resume(str(half), tmp_path, tmp_path, {}, None, max_steps=7)

@@ -93,7 +93,7 @@ def test_sigterm_stops_after_the_batch_with_its_checkpoints_and_exit_143(tmp_pat
         env={"PYTHONPATH": str(REPO / "tests")},
     )  # fmt: skip
     assert proc.returncode == 143, proc.stderr[-3000:]
-    assert "SIGTERM: training stops after this batch" in proc.stderr
+    assert "SIGTERM: training stops after this batch" in proc.stdout + proc.stderr
     assert "stopped by:    SIGTERM" in proc.stdout and "resume=true" in proc.stdout
     (run,) = (tmp_path / "outputs" / "train" / "runs").iterdir()
     summary = json.loads((run / "summary.json").read_text())

@@ -63,8 +63,9 @@ def resolve_resume(
     model_hparams: Mapping[str, Any],
     max_epochs: int | None,
     model_state: Mapping[str, torch.Tensor] | None = None,
-    max_time: str | None = None,
-    max_steps: int = -1,
+    *,
+    max_time: str | None,
+    max_steps: int,
 ) -> ResumePoint | None:
     """The checkpoint to resume from, checked; None to start afresh.
 
