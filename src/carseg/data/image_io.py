@@ -22,12 +22,13 @@ why.
 from __future__ import annotations
 
 import contextlib
+import io
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from carseg.utils.errors import CarsegError, DataError, DataNotFoundError, UnreadableFileError
 
@@ -94,27 +95,40 @@ def _opened(path: Path, what: str) -> Iterator[Image.Image]:
         raise UnreadableFileError(path, "a folder, not an image file")
     if not path.is_file():
         raise DataNotFoundError(f"{what} not found: {path}")
+    with _decoding(path, lambda: path.stat().st_size), Image.open(path) as img:
+        yield img
+
+
+@contextlib.contextmanager
+def _decoding(name: object, size: Callable[[], int]) -> Iterator[None]:
+    """Pillow's failures in the block (opening or decoding ``name``, of ``size()`` bytes) as an
+    ``UnreadableFileError`` naming it; a decompression bomb is refused, not decoded."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                yield img
+            yield
     except CarsegError:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
-        raise UnreadableFileError(
-            path,
+        raise TooManyPixelsError(
+            name,
             f"larger than Pillow's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS} pixels "
             f"({err}); raise PIL.Image.MAX_IMAGE_PIXELS only for files you trust",
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:  # UnidentifiedImageError: OSError
-        if path.stat().st_size == 0:
+        if size() == 0:
             reason = "the file is empty (0 bytes)"
         elif "truncated" in str(err).lower():
-            reason = f"truncated: the file ends before its image does ({path.stat().st_size} bytes)"
+            reason = f"truncated: the file ends before its image does ({size()} bytes)"
+        elif isinstance(err, UnidentifiedImageError) and not isinstance(name, Path):
+            reason = "not an image (no format Pillow reads: JPEG, PNG, WebP, ...)"
         else:
             reason = f"not a readable image ({type(err).__name__}: {err})"
-        raise UnreadableFileError(path, reason) from None
+        raise UnreadableFileError(name, reason) from None
+
+
+class TooManyPixelsError(UnreadableFileError):
+    """An image whose header claims more pixels than the reader allows (a decompression bomb)."""
 
 
 def read_header(path: str | Path) -> tuple[tuple[int, int], str]:
@@ -167,6 +181,42 @@ def read_image(
             img.draft("RGB", _draft_request(stored, wanted))
         rgb = _displayed(_to_rgb(img, path), orientation)
     return rgb, (stored[::-1] if swapped else stored)
+
+
+def decode_image(
+    data: bytes, name: str = "the upload", max_pixels: int | None = None
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """``read_image`` for an image held in memory (an upload, never written to disk): ``uint8``
+    RGB ``(H, W, 3)`` as displayed, and its displayed ``(height, width)``.
+
+    Args:
+        data: the file's bytes.
+        name: what error messages call it.
+        max_pixels: refuse an image whose header claims more pixels, before decoding it.
+
+    Raises:
+        TooManyPixelsError: more than ``max_pixels`` (or Pillow's decompression-bomb limit).
+        UnreadableFileError: empty, truncated, or not an image Pillow reads.
+    """
+    try:
+        with _decoding(name, lambda: len(data)), Image.open(io.BytesIO(data)) as img:
+            if max_pixels is not None and img.width * img.height > max_pixels:
+                raise TooManyPixelsError(
+                    name,
+                    f"{img.width}x{img.height} is {img.width * img.height} pixels, more than the "
+                    f"limit of {max_pixels}",
+                )
+            orientation = _orientation(img)
+            rgb = _displayed(_to_rgb(img, name), orientation)
+    except TooManyPixelsError as err:
+        if max_pixels is None or str(max_pixels) in err.reason:
+            raise
+        raise TooManyPixelsError(  # Pillow refused it while opening: its advice is not ours
+            name,
+            f"its header claims more than {Image.MAX_IMAGE_PIXELS} pixels (a decompression "
+            f"bomb?), more than the limit of {max_pixels}",
+        ) from None
+    return rgb, rgb.shape[:2]
 
 
 def _to_rgb(img: Image.Image, path: Path) -> np.ndarray:

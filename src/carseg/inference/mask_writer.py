@@ -180,6 +180,34 @@ def alpha_of(
     return alpha
 
 
+def save_cutout(photo: np.ndarray, alpha: np.ndarray, file: Any) -> None:
+    """A cut-out: the photo ``(H, W, 3)`` with ``alpha`` ``(H, W)`` as an RGBA PNG, to a path or
+    a binary file object (predict's ``cutouts/`` and the server's answers alike)."""
+    Image.fromarray(np.dstack([photo, alpha]), "RGBA").save(file, format="PNG")
+
+
+def composite(
+    photo: np.ndarray, alpha: np.ndarray, background: tuple[int, int, int] | np.ndarray
+) -> np.ndarray:
+    """The car of ``photo`` ``(H, W, 3)`` uint8 over ``background``: a colour, or an RGB image
+    stretched (bilinear) to the photo's size; ``alpha`` ``(H, W)`` uint8 weighs the photo."""
+    if isinstance(background, np.ndarray):
+        height, width = photo.shape[:2]
+        ground = np.asarray(
+            Image.fromarray(background).resize((width, height), Image.Resampling.BILINEAR),
+            np.float32,
+        )
+    else:
+        ground = np.broadcast_to(np.float32(background), photo.shape)
+    a = alpha[..., None].astype(np.float32) / 255.0
+    return (a * photo + (1 - a) * ground).round().astype(np.uint8)
+
+
+def save_composite(image: np.ndarray, file: Any) -> None:
+    """A composite as a JPEG (quality 95), to a path or a binary file object."""
+    Image.fromarray(image).save(file, format="JPEG", quality=95)
+
+
 @dataclass
 class Outputs:
     """Where a prediction run writes, and what: masks and rows always; overlays, cut-outs (the
@@ -269,24 +297,14 @@ class MaskWriter(BasePredictionWriter):
         """``cutouts/<name>.png`` (RGBA) and/or ``composites/<name>.jpg`` (the car on the
         background), each written whole."""
         if self.outputs.cutouts:
-            rgba = np.dstack([photo, alpha])
             with atomic_file(self.outputs.folder / "cutouts" / _named(name, ".png")) as tmp:
-                Image.fromarray(rgba, "RGBA").save(tmp, format="PNG")
+                save_cutout(photo, alpha, tmp)
         if self.outputs.background is not None:
-            height, width = photo.shape[:2]
-            if isinstance(self.outputs.background, Path):
-                ground = np.asarray(
-                    Image.fromarray(read_image(self.outputs.background)[0]).resize(
-                        (width, height), Image.Resampling.BILINEAR
-                    ),
-                    np.float32,
-                )
-            else:
-                ground = np.broadcast_to(np.float32(self.outputs.background), photo.shape)
-            a = alpha[..., None].astype(np.float32) / 255.0
-            out = (a * photo + (1 - a) * ground).round().astype(np.uint8)
+            background = self.outputs.background
+            if isinstance(background, Path):
+                background = read_image(background)[0]
             with atomic_file(self.outputs.folder / "composites" / _named(name, ".jpg")) as tmp:
-                Image.fromarray(out).save(tmp, format="JPEG", quality=95)
+                save_composite(composite(photo, alpha, background), tmp)
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         trainer.strategy.barrier("carseg-merge")  # every process has written its rows
