@@ -9,7 +9,7 @@ time from one training batch's end to the next (loading included); the validatio
 with is not counted. The ratio loop / model says what the loop costs.
 
 Each variant runs in a fresh child process (``python bench_loop.py --child VARIANT_JSON``), as a
-run of ``train.py`` does: the loader workers, the thread pool and the CPU's flush-to-zero setting
+run of ``train.py`` does: the loader workers, the thread pool
 are its own. Variants alternate over the rounds, so a noisy minute slows all of them alike; a
 figure is the median of every timed step of every round, its spread the rounds' medians.
 
@@ -42,9 +42,7 @@ ISAS = {
 TARGET = 0.9  # the loop's images/s, at least this share of the model's
 DEV_DIR = Path(os.environ.get("CARSEG_DEV_DIR", REPO.parent / "shared" / "carvana_dev"))
 
-LATE = 40  # steps before the "late" variants are timed: the model is sure of most pixels by then
-
-# (id, what, kind, overrides, untimed steps)
+# (id, what, kind, overrides, untimed steps: the first ones load kernels and start the workers)
 VARIANTS = (
     ("loop.model", "the model alone: random tensors, forward + backward + Adam", "model", [], 4),
     ("loop.cached_w0", "train.py: cached frames, loaded in the training process", "loop",
@@ -55,15 +53,6 @@ VARIANTS = (
      ["data.cache=false", "data.num_workers=0"], 4),
     ("loop.jpeg_w1", "train.py: JPEGs decoded every epoch, 1 loader worker", "loop",
      ["data.cache=false", "data.num_workers=1"], 4),
-    # A model sure of its pixels has logits of -100 and below: their sigmoid, and the gradients
-    # back through the network, fall below float's normal range (denormals), which x86 CPUs
-    # compute with many times slower. Timed after LATE steps at the full rate (a max_steps
-    # schedule), with and without flushing them to zero (train.py's flush_denormal).
-    ("loop.late", f"train.py: cached, in-process, after {LATE} steps at the full rate", "loop",
-     ["data.cache=true", "data.num_workers=0", f"trainer.max_steps={LATE + 40}"], LATE),
-    ("loop.late_denormal", "the same, denormals not flushed (flush_denormal=false)", "loop",
-     ["data.cache=true", "data.num_workers=0", f"trainer.max_steps={LATE + 40}",
-      "flush_denormal=false"], LATE),
 )  # fmt: skip
 
 
@@ -89,8 +78,6 @@ def compose(recipe: str, root: str, cache_dir: str, overrides: list[str], run_di
 
 def child(variant: dict) -> dict:
     """In a fresh process: time ``warmup + steps`` training steps of one variant."""
-    import torch
-
     cfg = compose(
         variant["recipe"],
         variant["root"],
@@ -98,7 +85,6 @@ def child(variant: dict) -> dict:
         variant["overrides"],
         variant["run_dir"],
     )
-    torch.set_flush_denormal(bool(cfg.get("flush_denormal", True)))
     if variant["size"]:
         h, w = variant["size"]
         cfg.data.size = [h, w]
@@ -219,7 +205,6 @@ def bench_loop(
                 "pass": None if target is None else value >= target}  # fmt: skip
 
     comparisons = [ratio(r["id"], "loop.model", TARGET) for r in rows if r["kind"] == "loop"]
-    comparisons[-1] = ratio("loop.late_denormal", "loop.late", None)
     return rows, comparisons
 
 

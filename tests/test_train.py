@@ -199,15 +199,3 @@ class _LossRecorder(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.losses.append(float(outputs["loss"]))
-
-
-@pytest.mark.parametrize("flush", [True, False])
-def test_flush_denormal_sets_the_cpus_flush_to_zero(tmp_path, flush):
-    """flush_denormal=true (the default): numbers below a float's normal range become 0, which
-    x86 CPUs compute with many times faster (make bench, section 6)."""
-    try:
-        build(compose_train(tmp_path, f"flush_denormal={str(flush).lower()}"))
-        tiny = torch.tensor([1e-39]) * torch.tensor([1.0])  # a denormal float32
-        assert (tiny.item() == 0.0) == flush
-    finally:
-        torch.set_flush_denormal(False)

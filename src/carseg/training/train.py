@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
@@ -73,11 +72,6 @@ def build(cfg: DictConfig, multirun: bool = False) -> Run:
             ``ckpt_path`` (a checkpoint to resume from, or None), ``paths``.
         multirun: whether this runs as one job of a Hydra sweep.
     """
-    # Numbers too small for a float's normal range (they appear in the gradients as training goes
-    # on) are many times slower to compute with on x86 CPUs: flushed to zero, training ran 3x as
-    # fast on a 2-core Xeon (make bench, section 6). Set before the first tensor operation starts
-    # torch's thread pool, whose threads inherit it.
-    torch.set_flush_denormal(check_bool("flush_denormal", cfg.get("flush_denormal", True)))
     seed = cfg.get("seed")
     if seed is not None:
         pl.seed_everything(
