@@ -9,7 +9,7 @@ TORCH_PIP_ARGS ?=
 ARGS ?=
 
 
-.PHONY: install train test test-fast lint format tensorboard sweep-report bench bench-gpu bench-accuracy clean
+.PHONY: install train test test-fast lint format tensorboard sweep-report bench bench-gpu bench-accuracy clean serve bench-serve
 
 install: $(VENV)/.installed
 
@@ -58,6 +58,16 @@ bench-accuracy: install
 # rank the jobs of the newest sweep (or SWEEP=outputs/train/multiruns/<time>)
 sweep-report: install
 	$(PY) src/sweep_report.py $(SWEEP)
+
+# the HTTP server and its page on http://127.0.0.1:8000 (ARGS="ckpt_path=<checkpoint> [tta=true
+# port=8001 ...]"; conf/serve.yaml)
+serve: install
+	$(PY) src/serve.py $(ARGS)
+
+# the server under load: 8 concurrent clients x 25 photos on 127.0.0.1, against predict.py's
+# images/s on the same photos (ARGS="--clients 16 --ckpt <checkpoint>"; benchmarks/bench_serve.py)
+bench-serve: install
+	$(PY) benchmarks/bench_serve.py $(ARGS)
 
 tensorboard: install
 	$(VENV)/bin/tensorboard --logdir outputs --host 127.0.0.1
