@@ -47,6 +47,7 @@ def build(name: str):
 
 def test_every_file_is_covered():
     assert {"unet", "unet_paper", "unet_small", "resnet18_unet", "resnet34_unet"} <= set(NETS)
+    assert "efficientnet_lite0_unet" in NETS
     assert "timm_unet" in NETS
 
 
