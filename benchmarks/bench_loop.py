@@ -298,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
             tuple(args.size) if args.size else None,
             ["trainer.precision=32-true"] if args.isa else [],
         )
-    env["kernels"] = f"{args.isa} only ({ISAS[args.isa]}), fp32" if args.isa else "native"
+    limits = " ".join(f"{k}={v}" for k, v in ISAS[args.isa].items()) if args.isa else ""
+    env["kernels"] = f"{args.isa} only ({limits}), fp32" if args.isa else "native"
     env["loadavg_end"] = os.getloadavg()[0]
     result = {"env": env, "rows": rows, "comparisons": comparisons}
     print(
