@@ -182,11 +182,17 @@ def photos(trained, tmp_path_factory, request) -> tuple[Path, float]:
 
 
 @pytest.fixture(scope="module")
-def server(trained, photos, tmp_path_factory):
+def server_root(tmp_path_factory) -> Path:
+    """The folder ``server`` runs in (its CARSEG_ROOT and working folder)."""
+    return tmp_path_factory.mktemp("serve")
+
+
+@pytest.fixture(scope="module")
+def server(trained, photos, server_root):
     """A server on the tiny checkpoint: batches of up to 4 requests, 5 MB and 20 Mpixels."""
     _, ckpt, _ = trained
     _, threshold = photos
-    root = tmp_path_factory.mktemp("serve")
+    root = server_root
     limits = ("batch_size=4", "batch_timeout=0.2", "max_bytes=5000000", "max_pixels=20000000")
     with serving(root, f"ckpt_path={ckpt}", f"threshold={threshold!r}", *limits) as url:
         yield url
@@ -303,13 +309,16 @@ def _bad_requests(photo: bytes) -> list[tuple[str, str, bytes, dict, int, str]]:
 
 
 @pytest.mark.slow
-def test_bad_requests_get_a_4xx_with_a_message_and_the_server_goes_on(photos, server):
+def test_bad_requests_get_a_4xx_with_a_message_and_the_server_goes_on(photos, server, server_root):
     photo = sorted(photos[0].iterdir())[0].read_bytes()
     for what, path, body, headers, status, message in _bad_requests(photo):
         got, kind, content = request(server, path, body, headers=headers)
         assert (got, kind) == (status, "application/json"), (what, got, content[:300])
         assert message in json.loads(content)["detail"], (what, content[:300])
     assert request(server, "/predict?output=mask", photo)[0] == 200
+    # no upload was written where the server runs: its log and Hydra's records only
+    written = [p for p in server_root.rglob("*") if p.is_file() and p.stat().st_size > 50_000]
+    assert not written, written
     for method, path, status in (("GET", "/predict", 405), ("GET", "/nowhere", 404)):
         got, kind, content = request(server, path, method=method)
         assert got == status and "detail" in json.loads(content)
