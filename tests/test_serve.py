@@ -244,6 +244,30 @@ def test_served_files_are_the_ones_predict_py_writes_byte_for_byte(
 
 
 @pytest.mark.slow
+def test_the_guided_edge_serves_predict_py_masks_too(trained, photos, tmp_path):
+    root, ckpt, _ = trained
+    folder, threshold = photos
+    # one photo a batch on both sides: the refined probabilities' gaps are not the test's
+    common = (f"ckpt_path={ckpt}", f"threshold={threshold!r}", "refine.guided=true", "batch_size=1")
+    out = tmp_path / "predicted"
+    proc = run_entry(root, "predict", *common, f"input={folder}", f"output_dir={out}",
+                     "num_workers=0", "trainer.accelerator=cpu")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    inputs = sorted(folder.iterdir())
+    with serving(tmp_path, *common) as url:
+        assert json.loads(request(url, "/info", method="GET")[2])["model"]["refine"]
+
+        def mask(photo: Path) -> tuple[int, str, bytes]:
+            return request(url, "/predict?output=mask", photo.read_bytes())
+
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(mask, inputs))
+    for photo, (status, _, content) in zip(inputs, answers, strict=True):
+        assert status == 200, content[:300]
+        assert content == (out / "masks" / f"{photo.stem}_mask.png").read_bytes(), photo
+
+
+@pytest.mark.slow
 def test_all_outputs_at_once_and_a_colour_background(photos, server):
     photo = sorted(photos[0].iterdir())[0]
     status, kind, content = request(server, "/predict?output=all&background=%23ff0000",

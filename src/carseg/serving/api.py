@@ -23,6 +23,7 @@ import litserve as ls
 import numpy as np
 import torch
 from omegaconf import OmegaConf
+from pytorch_lightning.utilities import move_data_to_device
 from starlette.responses import Response
 
 from carseg.data.image_io import TooManyPixelsError, decode_image, save_mask
@@ -106,17 +107,15 @@ class SegmentationAPI(ls.LitAPI):
         """Masks (and, for soft edges, probabilities) of ``answers``' photos, in place: the
         items predict's loader makes, collated and run through ``InferenceModule``."""
         predictor = self.module.predictor
-        items = [
-            {
-                "name": str(i),
-                "path": None,
-                "size": a.photo.shape[:2],
-                "inputs": predictor.inputs(a.photo),
-            }
-            for i, a in enumerate(answers)
-        ]
-        batch = collate(items)
-        batch["inputs"] = {k: v.to(self.device) for k, v in batch["inputs"].items()}
+        items = []
+        for i, answer in enumerate(answers):  # as PredictionSet.item, from the decoded photo
+            item = {"name": str(i), "path": None, "size": answer.photo.shape[:2]}
+            item["inputs"] = predictor.inputs(answer.photo)
+            guide = predictor.guide(answer.photo)  # (refine.guided: the grey photo)
+            if guide is not None:
+                item["guide"] = guide
+            items.append(item)
+        batch = move_data_to_device(collate(items), self.device)  # as Lightning moves a batch
         self.module.probabilities = any(a.request["feather"] > 0 for a in answers)
         out = self.module.predict_step(batch, 0)
         probabilities = out.get("probabilities", [None] * len(answers))

@@ -141,6 +141,7 @@ def build_server(cfg: DictConfig) -> tuple[ls.LitServer, dict[str, Any]]:
     postprocess_of(cfg)
     predictor, threshold, models = build_predictor(cfg)
     onnx = any(isinstance(m.net, OnnxNet) for m in models)
+    refine = predictor.refine.record()  # (None when off)
     del predictor
     accelerator = cfg.accelerator
     if accelerator not in ("auto", "cpu", "cuda"):
@@ -159,6 +160,7 @@ def build_server(cfg: DictConfig) -> tuple[ls.LitServer, dict[str, Any]]:
         "tta": cfg.tta,
         "tile": None if cfg.tile is None else list(cfg.tile),
         "postprocess": OmegaConf.to_container(cfg.postprocess),
+        "refine": refine,
         "max_bytes": limits.max_bytes,
         "max_pixels": limits.max_pixels,
         "outputs": list(OUTPUTS),
