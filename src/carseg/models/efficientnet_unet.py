@@ -119,7 +119,14 @@ def efficientnet_pytorch_key(key: str) -> str:
 
 class ConvBNAct(nn.Module):
     """(conv k x k => BN => ReLU6), "same" padding: TensorFlow's where it strides
-    (``tf_padding``), else k // 2 on every side"""
+    (``tf_padding``), else k // 2 on every side.
+
+    TensorFlow's padding depends on the input's size; it is fixed here to the one of sizes that
+    are multiples of the stride (for a 3x3 conv of stride 2: 0 before, 1 after), which is what
+    every strided conv of the encoder sees when its input's sides are multiples of 32, as the
+    U-Net pads them (and ImageNet's 224). Fixed, it costs nothing to export: computed from the
+    traced sizes, it made torch.export's ONNX export of the U-Net take minutes.
+    """
 
     def __init__(
         self,
@@ -132,8 +139,8 @@ class ConvBNAct(nn.Module):
         tf_padding: bool = True,
     ) -> None:
         super().__init__()
-        self.kernel, self.stride = kernel, stride
         self.tf_padding = tf_padding and stride > 1  # at stride 1 both are k // 2 on each side
+        self.pads = tf_same_padding(stride, stride, kernel, stride)  # of a multiple of stride
         padding = 0 if self.tf_padding else kernel // 2
         self.conv = nn.Conv2d(
             in_channels, out_channels, kernel, stride, padding, groups=groups, bias=False
@@ -143,7 +150,7 @@ class ConvBNAct(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.tf_padding:
-            x = F.pad(x, tf_same_padding(x.shape[-2], x.shape[-1], self.kernel, self.stride))
+            x = F.pad(x, self.pads)
         return self.act(self.bn(self.conv(x)))
 
 
@@ -188,6 +195,9 @@ class MBConv(nn.Module):
 
 class EfficientNetLite0Encoder(nn.Module):
     """EfficientNet-Lite0 without its head and classifier, returning its six feature maps.
+
+    Its input's sides must be multiples of 32 for TensorFlow's padding to be exact
+    (``ConvBNAct``); ``EfficientNetLiteUNet`` pads them so.
 
     Args:
         in_channels: image channels (3 for RGB; the ImageNet weights need 3).
