@@ -23,6 +23,7 @@ import torch
 from fastapi import Request
 from litserve.server import RegularRequestHandler
 from omegaconf import DictConfig, OmegaConf
+from starlette.requests import ClientDisconnect
 from starlette.responses import HTMLResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -214,6 +215,8 @@ def replace_routes(
             )
         except BadRequest as err:
             return json_response({"detail": err.message}, err.status)
+        except ClientDisconnect:  # gone mid-upload: nobody reads the answer
+            return Response(status_code=400)
         # (as dict: LitServe passes the payload to the worker as it is)
         return await handler.handle_request(payload, dict)
 
