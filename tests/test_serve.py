@@ -94,6 +94,13 @@ def test_a_form_gives_its_image_background_and_fields_in_memory():
         headers, body = multipart(files, fields)
         with pytest.raises(BadRequest, match=expected.replace("(", r"\(").replace(")", r"\)")):
             parse_request(headers["Content-Type"], body, {}, DEFAULTS)
+    form = (
+        b'--b\r\nContent-Disposition: form-data; name="image"\r\n\r\n\xff\xd8photo\r\n'
+        b"--b--\r\n"
+    )  # a file sent without a file name
+    assert parse_request("multipart/form-data; boundary=b", form, {}, DEFAULTS)["image"] == (
+        b"\xff\xd8photo"
+    )
     headers, body = multipart({"image": b"x", "background": b"y"})
     with pytest.raises(BadRequest, match="Two backgrounds"):
         parse_request(headers["Content-Type"], body, {"background": "red"}, DEFAULTS)

@@ -19,6 +19,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 OUTPUTS = ("json", "mask", "cutout", "composite", "all")
 OPTIONS = ("output", "background", "feather")
+FILE_FIELDS = ("image", "background")  # a form's files: the photo, and an image to put it on
 # read by the token check, not an option of the prediction
 TOKEN_PARAMETER = "token"
 
@@ -130,7 +131,7 @@ def split_form(content_type: str, body: bytes) -> tuple[dict[str, bytes], dict[s
         name = disposition.get(b"name", b"").decode("utf-8", "replace")
         if name in files or name in fields:
             raise BadRequest(400, f"The form holds the field {name!r} twice: send it once")
-        if b"filename" in disposition:
+        if b"filename" in disposition or name in FILE_FIELDS:  # (a client may omit the name)
             files[name] = bytes(data)
         else:
             fields[name] = data.decode("utf-8", "replace")
@@ -157,7 +158,7 @@ def parse_request(
             if name in options:
                 raise BadRequest(400, f"{name!r} is in the query and in the form: give it once")
         options.update(fields)
-        unknown_files = sorted(set(files) - {"image", "background"})
+        unknown_files = sorted(set(files) - set(FILE_FIELDS))
         if unknown_files:
             raise BadRequest(
                 400,
