@@ -101,6 +101,8 @@ def test_a_form_gives_its_image_background_and_fields_in_memory():
     assert parse_request("multipart/form-data; boundary=b", form, {}, DEFAULTS)["image"] == (
         b"\xff\xd8photo"
     )
+    headers, body = multipart({"image": b"x"}, {"background": "#ff0000"})  # a colour field
+    assert parse_request(headers["Content-Type"], body, {}, DEFAULTS)["colour"] == (255, 0, 0)
     headers, body = multipart({"image": b"x", "background": b"y"})
     with pytest.raises(BadRequest, match="Two backgrounds"):
         parse_request(headers["Content-Type"], body, {"background": "red"}, DEFAULTS)

@@ -131,7 +131,9 @@ def split_form(content_type: str, body: bytes) -> tuple[dict[str, bytes], dict[s
         name = disposition.get(b"name", b"").decode("utf-8", "replace")
         if name in files or name in fields:
             raise BadRequest(400, f"The form holds the field {name!r} twice: send it once")
-        if b"filename" in disposition or name in FILE_FIELDS:  # (a client may omit the name)
+        # the photo even when a client omits its file name; a background without one is the
+        # colour option (-F background=white), with one an image
+        if b"filename" in disposition or name == "image":
             files[name] = bytes(data)
         else:
             fields[name] = data.decode("utf-8", "replace")
