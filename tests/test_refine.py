@@ -192,3 +192,13 @@ def test_eval_and_predicts_loop_carries_the_guide_to_the_predictor(tmp_path):
     (probs,) = predictor.probabilities([photo])
     np.testing.assert_array_equal(mask, (probs > 0.5).astype(np.uint8))
     assert dice(mask.astype(bool), truth) > 0.99
+
+
+@pytest.mark.parametrize("command", ["eval", "predict"])
+def test_eval_and_predict_configs_turn_it_on(command):
+    from support.configs import compose
+
+    cfg = compose(config=command)
+    assert Refine.of(cfg.refine).record() is None  # off by default
+    on = compose("refine.guided=true", "refine.radius=2", "refine.eps=0.01", config=command)
+    assert Refine.of(on.refine).record() == {"guided": True, "radius": 2, "eps": 0.01}
