@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,7 +56,8 @@ class SegmentationAPI(ls.LitAPI):
 
     Args:
         settings: ``inference`` (the predict options of ``conf/inference``), ``max_pixels``,
-            ``model`` (the models' names, for the answers).
+            ``model`` (the models' names, for the answers), ``cpu_workers`` (model processes
+            sharing the CPU's cores).
         max_batch_size: requests predicted together at most.
         batch_timeout: seconds a worker waits for a batch to fill.
     """
@@ -72,6 +74,9 @@ class SegmentationAPI(ls.LitAPI):
         self.module = InferenceModule(predictor, threshold, postprocess_of(cfg))
         self.module.eval()
         self.device = torch.device(device)
+        workers = self.settings.get("cpu_workers", 1)
+        if self.device.type == "cpu" and workers > 1:  # the cores shared, not oversubscribed
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
         predictor.to(self.device)
         for model in predictor.models:  # as InferenceModule.setup places them in predict
             if hasattr(model, "place_on"):

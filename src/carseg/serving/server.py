@@ -170,6 +170,7 @@ def build_server(cfg: DictConfig) -> tuple[ls.LitServer, dict[str, Any]]:
         "inference": inference,
         "max_pixels": limits.max_pixels,
         "model": described["model"],
+        "cpu_workers": cfg.workers_per_device if accelerator == "cpu" else 1,
     }
     api = SegmentationAPI(settings, max_batch_size=cfg.batch_size, batch_timeout=cfg.batch_timeout)
     server = ls.LitServer(
