@@ -349,6 +349,12 @@ def test_bad_requests_get_a_4xx_with_a_message_and_the_server_goes_on(photos, se
         assert (got, kind) == (status, "application/json"), (what, got, content[:300])
         assert message in json.loads(content)["detail"], (what, content[:300])
     assert request(server, "/predict?output=mask", photo)[0] == 200
+    # a photo that fails in a batch fails alone (LitServe would fail the whole batch on a raise)
+    truncated = photo[: len(photo) // 2]
+    with ThreadPoolExecutor(4) as pool:
+        batch = list(pool.map(lambda body: request(server, "/predict", body),
+                              [truncated, photo, photo, photo]))  # fmt: skip
+    assert [status for status, _, _ in batch] == [400, 200, 200, 200]
     # no upload was written where the server runs: its log and Hydra's records only
     written = [p for p in server_root.rglob("*") if p.is_file() and p.stat().st_size > 50_000]
     assert not written, written
