@@ -22,7 +22,13 @@ from support.lightning import quiet_trainer
 IDS = [f"{car}_{view:02d}" for car in ("aaa", "bbb", "ccc", "ddd") for view in (1, 2)]
 NO_POSTPROCESS = PostProcess(largest_component=False, fill_holes=False)
 RECORD = SplitRecord(
-    "/data", 0.25, 7, train_cars=["aaa", "bbb", "ccc"], val_cars=["ddd"], car_id_pattern=None
+    "/data",
+    0.25,
+    7,
+    train_cars=["aaa", "bbb", "ccc"],
+    val_cars=["ddd"],
+    car_id_pattern=None,
+    fold=None,
 )
 
 
@@ -60,14 +66,32 @@ def test_old_checkpoints_use_this_configs_split_with_a_warning(caplog):
 
 def test_an_ensemble_scores_the_cars_none_of_its_models_trained_on():
     fold_a = SplitRecord(
-        "/data", 0.5, 1, train_cars=["aaa", "bbb"], val_cars=["ccc", "ddd"], car_id_pattern=None
+        "/data",
+        0.5,
+        1,
+        train_cars=["aaa", "bbb"],
+        val_cars=["ccc", "ddd"],
+        car_id_pattern=None,
+        fold=None,
     )
     fold_b = SplitRecord(
-        "/data", 0.5, 2, train_cars=["aaa", "ccc"], val_cars=["bbb", "ddd"], car_id_pattern=None
+        "/data",
+        0.5,
+        2,
+        train_cars=["aaa", "ccc"],
+        val_cars=["bbb", "ddd"],
+        car_id_pattern=None,
+        fold=None,
     )
     assert images_to_score(IDS, "val", [fold_a, fold_b], val_cars=[]) == ["ddd_01", "ddd_02"]
     fold_c = SplitRecord(
-        "/data", 0.5, 3, train_cars=["ddd", "bbb"], val_cars=["aaa", "ccc"], car_id_pattern=None
+        "/data",
+        0.5,
+        3,
+        train_cars=["ddd", "bbb"],
+        val_cars=["aaa", "ccc"],
+        car_id_pattern=None,
+        fold=None,
     )
     with pytest.raises(ConfigError, match="no car is held out by all of them.*split=all"):
         images_to_score(IDS, "val", [fold_a, fold_b, fold_c], val_cars=[])

@@ -15,7 +15,7 @@ from carseg.utils.errors import ConfigError, DataError
 
 
 def test_the_merge_refuses_a_prediction_with_inputs_missing(tmp_path):
-    outputs = Outputs(tmp_path, overlays=False, cutouts=False, background=None, feather=0.0)
+    outputs = Outputs(tmp_path, False, False, background=None, feather=0.0, threshold=0.5)
     (tmp_path / "rows-rank0.csv").write_text("a.jpg,1 2\n")
     (tmp_path / "rows-rank1.csv").write_text("c.jpg,3 4\n")
     with pytest.raises(DataError, match="1 input\\(s\\) without a row \\(b.jpg\\)"):
@@ -30,7 +30,7 @@ def test_the_merge_refuses_rows_of_images_that_are_not_inputs(tmp_path):
     (tmp_path / "rows-rank0.csv").write_text("a.jpg,1 2\nold.jpg,5 6\n")
     with pytest.raises(DataError, match="1 row\\(s\\) of images that are not among the inputs"):
         merge(
-            Outputs(tmp_path, overlays=False, cutouts=False, background=None, feather=0.0),
+            Outputs(tmp_path, False, False, background=None, feather=0.0, threshold=0.5),
             ["a.jpg"],
         )
 
@@ -40,19 +40,19 @@ def test_output_dir_never_inside_input_and_never_over_earlier_predictions(tmp_pa
     inputs.mkdir()
     for out, where in [(inputs / "out", "is inside"), (inputs, "is"), (tmp_path, "holds")]:
         with pytest.raises(ConfigError, match=f"output_dir={out} {where} what this command"):
-            check_output_dir(out, inputs, overwrite=True)
+            check_output_dir(out, inputs, overwrite=True, background=None)
     # the input is a folder inside the output (an earlier prediction's masks): overwrite=true
     # would clear it, resume=true write into it
     with pytest.raises(ConfigError, match="holds what this command reads"):
-        check_output_dir(tmp_path / "pred", tmp_path / "pred" / "masks", overwrite=True)
+        check_output_dir(tmp_path / "pred", tmp_path / "pred" / "masks", True, background=None)
     with pytest.raises(ConfigError, match="holds what this command reads"):
-        check_output_dir(tmp_path, inputs / "one.jpg", overwrite=False)
+        check_output_dir(tmp_path, inputs / "one.jpg", overwrite=False, background=None)
     out = tmp_path / "out"
-    check_output_dir(out, inputs, overwrite=False)  # new folder: fine
+    check_output_dir(out, inputs, overwrite=False, background=None)  # new folder: fine
     (out / "masks").mkdir(parents=True)
     with pytest.raises(ConfigError, match="overwrite=true"):
-        check_output_dir(out, inputs, overwrite=False)
-    check_output_dir(out, inputs, overwrite=True)
+        check_output_dir(out, inputs, overwrite=False, background=None)
+    check_output_dir(out, inputs, overwrite=True, background=None)
 
 
 def test_inputs_whose_masks_would_share_a_name_are_refused(tmp_path):

@@ -45,7 +45,7 @@ def setting(tmp_path_factory) -> tuple[Path, Path, Path]:
     trainer.save_checkpoint(ckpt)
     raw = torch.load(ckpt, weights_only=True)
     raw["carseg"]["size"] = [32, 48]
-    raw["carseg"]["split"] = SplitRecord("/d", 0.5, 1, ["a"], ["b"], None).to_dict()
+    raw["carseg"]["split"] = SplitRecord("/d", 0.5, 1, ["a"], ["b"], None, None).to_dict()
     torch.save(raw, ckpt)
     return root, ckpt, photos
 

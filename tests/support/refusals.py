@@ -40,7 +40,8 @@ def checkpoint(tmp: Path, epoch: int = 0, base_width: int = 2, **record) -> Path
     raw["epoch"] = epoch  # saved at the end of this epoch: epoch + 1 finished
     raw["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"] = epoch + 1
     raw["carseg"]["size"] = [32, 48]
-    split = {"root": "/data", "val_fraction": 0.5, "split_seed": 1, "car_id_pattern": None}
+    split = {"root": "/data", "val_fraction": 0.5, "split_seed": 1, "car_id_pattern": None,
+             "fold": None}  # fmt: skip
     split |= {"train_cars": ["car1"], "val_cars": ["car2"], **record}
     raw["carseg"]["split"] = SplitRecord(**split).to_dict()
     torch.save(raw, path)

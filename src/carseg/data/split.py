@@ -145,7 +145,7 @@ class SplitRecord:
     train_cars: list[str]
     val_cars: list[str]
     car_id_pattern: str | None  # the rule its cars were read by; None: Kaggle's
-    fold: tuple[int, int] | None = None  # (k, n): fold k of n validated; None: val_fraction
+    fold: tuple[int, int] | None  # (k, n): fold k of n validated; None: val_fraction
 
     @classmethod
     def of(

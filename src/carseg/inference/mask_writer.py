@@ -39,9 +39,7 @@ FAILED = "failed-rank*.csv"  # each process's img,reason rows
 CLEARED = (ROWS, FAILED, "submission.csv", "failed.csv", "prediction.json")  # by overwrite=true
 
 
-def check_output_dir(
-    output_dir: Path, inputs: Path, overwrite: bool, background: Any = None
-) -> None:
+def check_output_dir(output_dir: Path, inputs: Path, overwrite: bool, background: Any) -> None:
     """Refuse an ``output_dir`` that is, holds or lies inside the input (``overwrite`` would
     clear it, a resume would write masks into it), one whose outputs hold the ``background``
     image it reads (``overwrite`` would delete it, a composite of the same name replace it), or
@@ -145,7 +143,7 @@ def parse_background(value: Any) -> tuple[int, int, int] | Path | None:
 
 
 def alpha_of(
-    mask: np.ndarray, probabilities: np.ndarray | None, feather: float, threshold: float = 0.5
+    mask: np.ndarray, probabilities: np.ndarray | None, feather: float, threshold: float
 ) -> np.ndarray:
     """A cut-out's alpha ``(H, W)`` uint8, made from the final mask (threshold and
     post-processing applied): the mask itself, or with ``feather`` > 0 a soft edge over the
@@ -219,7 +217,7 @@ class Outputs:
     cutouts: bool
     background: tuple[int, int, int] | Path | None
     feather: float
-    threshold: float = 0.5  # the masks', about which a feathered cut-out's edge is soft
+    threshold: float  # the masks', about which a feathered cut-out's edge is soft
 
     @property
     def masks(self) -> Path:

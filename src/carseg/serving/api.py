@@ -41,7 +41,7 @@ class Answer:
     status: int = 200
     message: str = ""
     photo: np.ndarray | None = None  # uint8 (H, W, 3)
-    background: np.ndarray | None = None  # uint8 (h, w, 3), the uploaded one
+    uploaded_background: np.ndarray | None = None  # uint8 (h, w, 3)
     request: dict[str, Any] | None = None
     mask: np.ndarray | None = None  # uint8 (H, W) {0, 1}
     probabilities: np.ndarray | None = None  # uint8 (H, W), 0-255
@@ -98,7 +98,7 @@ class SegmentationAPI(ls.LitAPI):
                 return Answer(413, f"{err} (max_pixels in the server's config)")
             except UnreadableFileError as err:
                 return Answer(400, str(err))
-        return Answer(photo=photo, background=background, request=request)
+        return Answer(photo=photo, uploaded_background=background, request=request)
 
     def predict(self, x: Answer | list[Answer]) -> Answer | list[Answer]:
         answers = x if isinstance(x, list) else [x]
@@ -177,7 +177,8 @@ class SegmentationAPI(ls.LitAPI):
         return buffer.getvalue()
 
     def composite_jpeg(self, output: Answer) -> bytes:
-        ground = output.background if output.background is not None else output.request["colour"]
+        ground = output.uploaded_background
+        ground = ground if ground is not None else output.request["colour"]
         buffer = io.BytesIO()
         save_composite(composite(output.photo, self.alpha(output), ground), buffer)
         return buffer.getvalue()
