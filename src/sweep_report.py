@@ -1,6 +1,6 @@
 """Rank the jobs of a sweep by best val/dice: ``python src/sweep_report.py [SWEEP_DIR]``.
 
-    python src/train.py -m hparams_search=optuna            # or any grid: -m model.optimizer.lr=1e-4,3e-4
+    python src/train.py -m hparams_search=optuna      # or a grid: -m model.optimizer.lr=1e-4,3e-4
     python src/sweep_report.py outputs/train/multiruns/<time>
     python src/sweep_report.py                               # the newest sweep
 

@@ -29,6 +29,7 @@ from carseg.training.callbacks.summary import git_commit
 from carseg.training.segmentation_module import SegmentationModule
 from carseg.utils.drawing import TRUTH
 from carseg.utils.errors import ConfigError
+from support.browser import chromium, needs_chromium
 from support.configs import build_callback, build_datamodule, build_model
 from support.entry import REPO, TINY_TRAIN, run_script
 
@@ -273,26 +274,6 @@ def test_git_commit_reads_head_and_dirty_state(tmp_path):
     assert git_commit(tmp_path)["dirty"] is True
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-CHROMEDRIVER = shutil.which("chromedriver")
-
-
-# Chromium must not reach the network: no background fetches, updates, sync or QUIC.
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1400,1000",
-)
-
-
 # The text of a page, shadow roots included (TensorBoard's HPARAMS tab is made of Polymer
 # elements, whose content lives in shadow roots that innerText does not enter).
 DEEP_TEXT = """
@@ -329,14 +310,9 @@ def _wait_for_http(url: str, process: subprocess.Popen, timeout: float = 60) -> 
 
 @pytest.mark.slow
 @pytest.mark.browser
-@pytest.mark.skipif(
-    CHROMIUM is None or CHROMEDRIVER is None,
-    reason="headless Chromium and chromedriver are not installed (as root: "
-    "scripts/ensure_browser.sh, or apt-get install chromium chromium-driver)",
-)
-def test_tensorboard_shows_the_dice_chart_and_prediction_images(tmp_path, monkeypatch):
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
-    from selenium.webdriver.chrome.service import Service
+@needs_chromium
+def test_tensorboard_shows_the_dice_chart_and_prediction_images(tmp_path):
+    pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
@@ -362,15 +338,10 @@ def test_tensorboard_shows_the_dice_chart_and_prediction_images(tmp_path, monkey
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager, should anything call it
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"):
-        options.add_argument(flag)
     driver = None
     try:
         _wait_for_http(f"{url}/data/runs", tensorboard)
-        driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+        driver = chromium(tmp_path / "chromium-profile")
         wait = WebDriverWait(driver, 60, poll_frequency=0.5)
 
         # TIME SERIES, filtered to the validation cards, the settings pane closed

@@ -27,6 +27,7 @@ from carseg.inference.loading import load_model
 from carseg.inference.predictor import Predictor
 from carseg.serving.requests import BadRequest, Defaults, parse_request, read_body
 from carseg.utils.errors import UnreadableFileError
+from support.browser import chromium, needs_chromium
 from support.entry import run_entry
 from support.serving import multipart, request, serving
 
@@ -427,12 +428,6 @@ def test_a_token_is_asked_on_every_route_but_health(trained, photos, tmp_path):
 
 # ---------------------------------------------------------------- the page, in Chromium
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--window-size=1400,1000")  # fmt: skip
-
 ALPHA = """
 const img = arguments[0];
 const c = document.createElement('canvas');
@@ -448,24 +443,14 @@ return [c.width, c.height, clear, opaque];
 
 @pytest.mark.slow
 @pytest.mark.browser
-@pytest.mark.skipif(
-    CHROMIUM is None or CHROMEDRIVER is None,
-    reason="headless Chromium and chromedriver are not installed (as root: "
-    "scripts/ensure_browser.sh, or apt-get install chromium chromium-driver)",
-)
-def test_the_page_turns_a_dropped_photo_into_a_cutout(server, sample_dir, tmp_path, monkeypatch):
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
-    from selenium.webdriver.chrome.service import Service
+@needs_chromium
+def test_the_page_turns_a_dropped_photo_into_a_cutout(server, sample_dir, tmp_path):
+    pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     photos = sorted((sample_dir / "train").glob("*.jpg"))[:2]
-    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager, should anything call it
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver = chromium(tmp_path / "chromium-profile")
     try:
         wait = WebDriverWait(driver, 120, poll_frequency=0.5)
         driver.get(server + "/")

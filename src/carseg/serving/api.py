@@ -83,22 +83,19 @@ class SegmentationAPI(ls.LitAPI):
                 model.place_on(self.device)
 
     def decode_request(self, request: dict[str, Any]) -> Answer:
-        limit = self.settings["max_pixels"]
         try:
-            photo, _ = decode_image(request["image"], "the photo", limit)
+            photo = self._decode(request["image"], "the photo")
+            background = request["background"]
+            if background is not None:
+                background = self._decode(background, "the background")
         except TooManyPixelsError as err:
             return Answer(413, f"{err} (max_pixels in the server's config)")
         except UnreadableFileError as err:
             return Answer(400, str(err))
-        background = None
-        if request["background"] is not None:
-            try:
-                background, _ = decode_image(request["background"], "the background", limit)
-            except TooManyPixelsError as err:
-                return Answer(413, f"{err} (max_pixels in the server's config)")
-            except UnreadableFileError as err:
-                return Answer(400, str(err))
         return Answer(photo=photo, uploaded_background=background, request=request)
+
+    def _decode(self, data: bytes, what: str) -> np.ndarray:
+        return decode_image(data, what, self.settings["max_pixels"])[0]
 
     def predict(self, x: Answer | list[Answer]) -> Answer | list[Answer]:
         answers = x if isinstance(x, list) else [x]
