@@ -129,3 +129,15 @@ def test_resume_and_a_checkpoint_file_together_are_refused(tmp_path):
     cfg = compose_train(tmp_path, "resume=true", "ckpt_path=/some/run/last.ckpt")
     with pytest.raises(ConfigError, match="resume=true continues the newest run"):
         train(cfg)
+
+
+def test_a_loss_monitored_is_reported_as_the_loss_not_as_dice(tmp_path):
+    """monitor.metric=val/loss: the best score is the lowest loss, and nothing calls it Dice."""
+    cfg = compose_train(tmp_path, "trainer.max_epochs=2", "monitor.metric=val/loss",
+                        "monitor.mode=min")  # fmt: skip
+    result = train(cfg)
+    summary = _summary(tmp_path)
+    assert (result.monitor, summary["monitor"]) == ("val/loss", "val/loss")
+    assert summary["best_val_dice"] is None and summary["best_score"] == result.best_score
+    best = _saved(result.best_checkpoint)
+    assert best["global_step"] == summary["best_step"]
