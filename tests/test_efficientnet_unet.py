@@ -238,35 +238,25 @@ def _file(tmp_path, change) -> Path:
     return path
 
 
-def test_a_file_lacking_a_key_is_refused_naming_it(tmp_path):
-    path = _file(tmp_path, lambda s: s.pop("_blocks.3._bn1.weight"))
-    message = (
-        "does not fit the EfficientNet-Lite0 encoder: the first mismatch is "
-        "blocks.3.depthwise.bn.weight, (144,) here, which the file lacks; 1 keys missing"
-    )
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda s: s.pop("_blocks.3._bn1.weight"),
+         "does not fit the EfficientNet-Lite0 encoder: the first mismatch is "
+         "blocks.3.depthwise.bn.weight, (144,) here, which the file lacks; 1 keys missing"),
+        # EfficientNet-B0's blocks have squeeze-and-excitation, which Lite0 has not
+        (lambda s: s.update({"_blocks.0._se_reduce.weight": torch.ones(8, 32)}),
+         "the first mismatch is _blocks.0._se_reduce.weight, (8, 32) in the file, which the "
+         "encoder lacks; 0 keys missing, 1 unexpected"),
+        (lambda s: s.update({"_conv_stem.weight": torch.ones(32, 4, 3, 3)}),
+         "the first mismatch is stem.conv.weight (_conv_stem.weight in the file), "
+         "(32, 4, 3, 3) in the file but (32, 3, 3, 3) here"),
+    ],
+    ids=["a key missing", "squeeze-excitation (EfficientNet-B0)", "another shape"],
+)  # fmt: skip
+def test_a_file_that_does_not_fit_is_refused_naming_the_first_mismatch(tmp_path, change, message):
     with pytest.raises(DataError, match=re.escape(message)):
-        lite_unet(encoder_weights=path)
-
-
-def test_a_file_with_squeeze_excitation_is_refused_naming_its_key(tmp_path):
-    """EfficientNet-B0's blocks have squeeze-and-excitation, which Lite0 has not."""
-    path = _file(tmp_path, lambda s: s.update({"_blocks.0._se_reduce.weight": torch.ones(8, 32)}))
-    message = (
-        "the first mismatch is _blocks.0._se_reduce.weight, (8, 32) in the file, which the "
-        "encoder lacks; 0 keys missing, 1 unexpected"
-    )
-    with pytest.raises(DataError, match=re.escape(message)):
-        lite_unet(encoder_weights=path)
-
-
-def test_a_file_of_another_shape_is_refused_naming_both_keys(tmp_path):
-    path = _file(tmp_path, lambda s: s.update({"_conv_stem.weight": torch.ones(32, 4, 3, 3)}))
-    message = (
-        "the first mismatch is stem.conv.weight (_conv_stem.weight in the file), (32, 4, 3, 3) "
-        "in the file but (32, 3, 3, 3) here"
-    )
-    with pytest.raises(DataError, match=re.escape(message)):
-        lite_unet(encoder_weights=path)
+        lite_unet(encoder_weights=_file(tmp_path, change))
 
 
 def test_a_file_in_torchs_format_before_1_6_that_would_run_code_is_refused(tmp_path):
