@@ -1,94 +1,84 @@
-"""carseg.inference.mask_writer: predictions never go into their input, never over an earlier
-prediction unasked, and every input is in the merged submission exactly once."""
+"""carseg.inference.mask_writer: each process writes whole masks and, after each, its row; a
+SIGTERM stops it after a batch with every row whole, and the first process merges at the end."""
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from carseg.inference.mask_writer import (
-    Outputs,
-    alpha_of,
-    check_output_dir,
-    check_unique_names,
-    merge,
-)
-from carseg.utils.errors import ConfigError, DataError
+from carseg.data.image_io import read_mask
+from carseg.data.rle import rle_decode
+from carseg.inference.mask_writer import MaskWriter
+from carseg.inference.output_folder import Outputs
+from carseg.utils.errors import TerminatedError
 
 
-def test_the_merge_refuses_a_prediction_with_inputs_missing(tmp_path):
-    outputs = Outputs(tmp_path, False, False, background=None, feather=0.0, threshold=0.5)
-    (tmp_path / "rows-rank0.csv").write_text("a.jpg,1 2\n")
-    (tmp_path / "rows-rank1.csv").write_text("c.jpg,3 4\n")
-    with pytest.raises(DataError, match="1 input\\(s\\) without a row \\(b.jpg\\)"):
-        merge(outputs, ["a.jpg", "b.jpg", "c.jpg"])
-    (tmp_path / "failed-rank1.csv").write_text("b.jpg,not a readable image\n")
-    merged = merge(outputs, ["a.jpg", "b.jpg", "c.jpg"])
-    assert merged.written == 2 and merged.failed == {"b.jpg": "not a readable image"}
-    assert (tmp_path / "submission.csv").read_text() == "img,rle_mask\na.jpg,1 2\nc.jpg,3 4\n"
+def _trainer(rank=0, sigterm=False):
+    return SimpleNamespace(
+        global_rank=rank,
+        received_sigterm=sigterm,
+        is_global_zero=rank == 0,
+        strategy=SimpleNamespace(barrier=lambda name: None),
+    )
 
 
-def test_the_merge_refuses_rows_of_images_that_are_not_inputs(tmp_path):
-    (tmp_path / "rows-rank0.csv").write_text("a.jpg,1 2\nold.jpg,5 6\n")
-    with pytest.raises(DataError, match="1 row\\(s\\) of images that are not among the inputs"):
-        merge(
-            Outputs(tmp_path, False, False, background=None, feather=0.0, threshold=0.5),
-            ["a.jpg"],
-        )
+@pytest.fixture
+def photos(tmp_path):
+    paths = []
+    for name in ("a", "b"):
+        path = tmp_path / f"{name}.png"
+        Image.fromarray(np.full((4, 6, 3), 200, np.uint8)).save(path)
+        paths.append(path)
+    return paths
 
 
-def test_output_dir_never_inside_input_and_never_over_earlier_predictions(tmp_path):
-    inputs = tmp_path / "photos"
-    inputs.mkdir()
-    for out, where in [(inputs / "out", "is inside"), (inputs, "is"), (tmp_path, "holds")]:
-        with pytest.raises(ConfigError, match=f"output_dir={out} {where} what this command"):
-            check_output_dir(out, inputs, overwrite=True, background=None)
-    # the input is a folder inside the output (an earlier prediction's masks): overwrite=true
-    # would clear it, resume=true write into it
-    with pytest.raises(ConfigError, match="holds what this command reads"):
-        check_output_dir(tmp_path / "pred", tmp_path / "pred" / "masks", True, background=None)
-    with pytest.raises(ConfigError, match="holds what this command reads"):
-        check_output_dir(tmp_path, inputs / "one.jpg", overwrite=False, background=None)
-    out = tmp_path / "out"
-    check_output_dir(out, inputs, overwrite=False, background=None)  # new folder: fine
-    (out / "masks").mkdir(parents=True)
-    with pytest.raises(ConfigError, match="overwrite=true"):
-        check_output_dir(out, inputs, overwrite=False, background=None)
-    check_output_dir(out, inputs, overwrite=True, background=None)
+def _batch(paths):
+    masks = [np.zeros((4, 6), np.uint8), np.ones((4, 6), np.uint8)]
+    masks[0][1:3, 2:5] = 1
+    return {
+        "names": [p.name for p in paths],
+        "paths": paths,
+        "masks": masks,
+        "failed": [("c.png", "not a readable image")],
+    }
 
 
-def test_inputs_whose_masks_would_share_a_name_are_refused(tmp_path):
-    names = ["car.jpg", "car.png", "other.jpg"]
-    with pytest.raises(DataError, match="car.jpg, car.png -> masks/car_mask.png"):
-        check_unique_names(names)
-    check_unique_names(names[1:])
-    check_unique_names(["a/car.jpg", "b/car.jpg"])  # subfolders keep them apart (recursive=true)
+def test_a_batch_writes_masks_cutouts_composites_and_rows_then_the_merge(tmp_path, photos):
+    out = tmp_path / "pred"
+    outputs = Outputs(out, True, True, background=(0, 0, 255), feather=0.0, threshold=0.5)
+    writer = MaskWriter(outputs, ["a.png", "b.png", "c.png"])
+    trainer = _trainer(rank=1)
+    writer.on_predict_start(trainer, None)
+    (out / "rows-rank1.csv").write_text("z.png,1 2\ncut sh")  # a row a kill cut short
+    writer.on_predict_start(trainer, None)
+    prediction = _batch(photos)
+    writer.write_on_batch_end(trainer, None, prediction, None, None, 0, 0)
+    assert writer.written == 3
+    for name, mask in zip(("a", "b"), prediction["masks"], strict=True):
+        assert np.array_equal(read_mask(out / "masks" / f"{name}_mask.png"), mask)
+        assert (out / "overlays" / f"{name}_overlay.jpg").is_file()
+        cutout = np.asarray(Image.open(out / "cutouts" / f"{name}.png"))
+        assert cutout.shape == (4, 6, 4) and np.array_equal(cutout[..., 3] == 255, mask == 1)
+        assert (out / "composites" / f"{name}.jpg").is_file()
+    rows = (out / "rows-rank1.csv").read_text().splitlines()
+    assert rows[0] == "z.png,1 2"  # the whole row is kept, the cut one dropped
+    name, rle = rows[1].split(",")
+    assert name == "a.png" and np.array_equal(rle_decode(rle, (4, 6)), prediction["masks"][0])
+    assert (out / "failed-rank1.csv").read_text() == "c.png,not a readable image\n"
+    writer.on_predict_end(trainer, None)  # not the first process: no merge
+    assert writer.result is None and not (out / "submission.csv").exists()
+    (out / "rows-rank1.csv").write_text("\n".join(rows[1:]) + "\n")
+    writer.on_predict_end(_trainer(rank=0), None)
+    assert writer.result.written == 2 and writer.result.failed == {"c.png": "not a readable image"}
 
 
-@pytest.mark.parametrize("place", ["composites/x.jpg", "cutouts/x.png", "masks/sub/x.png"])
-def test_a_background_among_the_outputs_is_refused_before_overwrite_deletes_it(tmp_path, place):
-    inputs, out = tmp_path / "photos", tmp_path / "out"
-    inputs.mkdir()
-    background = out / place
-    with pytest.raises(ConfigError, match=f"background={background} lies in"):
-        check_output_dir(out, inputs, overwrite=True, background=background)
-    check_output_dir(out, inputs, overwrite=True, background=tmp_path / "elsewhere.jpg")
-
-
-@pytest.mark.parametrize("threshold", [0.3, 0.5, 0.85])
-@pytest.mark.parametrize("feather", [0.05, 0.2, 0.5])
-def test_a_feathered_alpha_follows_the_final_mask(threshold, feather):
-    """Alpha is at least 128 exactly where the mask is car, whatever the threshold; a component
-    post-processing removed is transparent, fringe included, and a filled hole opaque."""
-    rows, cols = np.mgrid[0:60, 0:120]
-    big = np.clip(1.2 - np.hypot(rows - 30, cols - 35) / 20, 0, 1)  # a car, soft-edged
-    small = np.clip(1.2 - np.hypot(rows - 30, cols - 95) / 10, 0, 1)  # a smaller one
-    probabilities = (np.maximum(big, small) * 255).round().astype(np.uint8)
-    probabilities[28:33, 33:38] = 0  # a hole in the big car
-    mask = (probabilities / 255.0 > threshold).astype(np.uint8)
-    alpha = alpha_of(mask, probabilities, feather, threshold)
-    assert np.array_equal(alpha >= 128, mask == 1)
-    largest = mask.copy()  # largest_component and fill_holes
-    largest[:, 65:] = 0
-    largest[28:33, 33:38] = 1
-    alpha = alpha_of(largest, probabilities, feather, threshold)
-    assert (alpha[:, 70:] == 0).all() and (alpha[28:33, 33:38] == 255).all()
-    assert np.array_equal(alpha >= 128, largest == 1)
+def test_sigterm_stops_after_the_batch_with_every_row_whole(tmp_path, photos):
+    outputs = Outputs(tmp_path / "pred", False, False, background=None, feather=0, threshold=0.5)
+    writer = MaskWriter(outputs, ["a.png", "b.png", "c.png"])
+    trainer = _trainer(sigterm=True)
+    writer.on_predict_start(trainer, None)
+    with pytest.raises(TerminatedError, match="after 3 input\\(s\\).*resume=true") as err:
+        writer.write_on_batch_end(trainer, None, _batch(photos), None, None, 0, 0)
+    assert err.value.exit_code == 143
+    assert len((tmp_path / "pred" / "rows-rank0.csv").read_text().splitlines()) == 2

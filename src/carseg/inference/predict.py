@@ -2,7 +2,7 @@
 
 Masks at each image's original size, optional overlays, and Kaggle's ``submission.csv``, from a
 checkpoint, an ONNX model or an ensemble, on any number of devices through the predict loop
-(``carseg.inference.loop``); a killed run resumes (``carseg.inference.mask_writer``).
+(``carseg.inference.loop``); a killed run resumes (``carseg.inference.submission``).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from carseg.data.image_io import list_images, subfolders_with_images
+from carseg.inference.cutouts import parse_background
 from carseg.inference.loop import (
     InferenceModule,
     PredictionSet,
@@ -22,17 +23,15 @@ from carseg.inference.loop import (
     postprocess_of,
     run_loop,
 )
-from carseg.inference.mask_writer import (
-    Merged,
+from carseg.inference.mask_writer import MaskWriter
+from carseg.inference.output_folder import (
     Outputs,
     check_output_dir,
     check_unique_names,
     clear,
     input_names,
-    merge,
-    parse_background,
-    plan,
 )
+from carseg.inference.submission import Merged, left_to_predict, merge
 from carseg.utils.checks import check_bool, check_required, check_writable
 from carseg.utils.errors import ConfigError
 from carseg.utils.processes import is_first_process
@@ -101,7 +100,8 @@ def predict(cfg: DictConfig) -> tuple[Merged | None, Outputs, int]:
         "background": None if cfg.background is None else str(outputs.background),
         "cutout_feather": outputs.feather,
     }
-    todo, todo_names, writer = plan(paths, names, outputs, cfg.resume, settings)
+    todo, todo_names = left_to_predict(paths, names, outputs, cfg.resume, settings)
+    writer = MaskWriter(outputs, names)
     trainer = inference_trainer(trainer_cfg, writer, models)
     if todo:
         soft = outputs.feather > 0 and (outputs.cutouts or outputs.background is not None)

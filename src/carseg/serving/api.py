@@ -29,8 +29,8 @@ from starlette.responses import Response
 
 from carseg.data.image_io import TooManyPixelsError, decode_image, save_mask
 from carseg.data.rle import rle_encode
+from carseg.inference.cutouts import alpha_of, composite, save_composite, save_cutout
 from carseg.inference.loop import InferenceModule, build_predictor, collate, postprocess_of
-from carseg.inference.mask_writer import alpha_of, composite, save_composite, save_cutout
 from carseg.utils.errors import UnreadableFileError
 
 
