@@ -42,12 +42,14 @@ def make_checkpoint(path: Path, size: list[int]) -> Path:
     import pytorch_lightning as pl
     import torch
 
+    from carseg.training.callbacks.record import CheckpointRecorder
     from carseg.training.segmentation_module import SegmentationModule
     from fixtures import default_model_config
 
     torch.manual_seed(0)
     module = SegmentationModule(**default_model_config())
-    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[CheckpointRecorder()])  # fmt: skip
     trainer.strategy.connect(module)
     trainer.save_checkpoint(path)
     raw = torch.load(path, weights_only=True)

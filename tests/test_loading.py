@@ -5,22 +5,29 @@ import json
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
 
-from carseg.inference.loading import load_model, load_models
+from carseg.data.split import SplitRecord
+from carseg.inference.loading import load_model, load_models, onnx_record
 from carseg.inference.loop import model_size
 from carseg.models.registry import trusting
+from carseg.training.callbacks.record import CheckpointRecorder
+from carseg.training.checkpoint_reader import CheckpointRecord
 from carseg.utils.errors import ConfigError, DataError, DataNotFoundError
 from support.configs import build_model
 
-FIXTURES = Path(__file__).parent / "fixtures"
 
-
-def _save_checkpoint(module, path, size=None):
-    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+def _save_checkpoint(module, path, size=None, recorder=True):
+    """``module`` saved as a training run saves it (with carseg's record), or without the
+    recorder as a Trainer of one's own would."""
+    trainer = pl.Trainer(
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[CheckpointRecorder()] if recorder else [],
+    )
     trainer.strategy.connect(module)
     trainer.save_checkpoint(path)
     if size is not None:  # what a fit on a data module of that size records
@@ -41,19 +48,68 @@ def test_a_checkpoint_rebuilds_its_model_and_records_its_training_size(tmp_path)
         assert torch.allclose(model(x), module.eval()(x), atol=1e-5)
 
 
-def test_a_checkpoint_written_before_the_record_still_loads_and_predicts_as_it_did():
-    """A checkpoint of carseg 7cf3056 (flat U-Net hyperparameters, the size and split where
-    Lightning kept them): the same logits that commit's code computed for the same input."""
-    model, record = load_model(FIXTURES / "checkpoint_7cf3056.ckpt")
-    expected = json.loads((FIXTURES / "checkpoint_7cf3056.json").read_text())
-    assert record.size == tuple(expected["size"]) and record.threshold == expected["threshold"]
-    assert record.split.val_cars == expected["val_cars"]
-    assert record.split.train_cars == expected["train_cars"]
-    assert record.model["net"]["base_width"] == expected["hparams"]["base_width"]
-    x = torch.randn(2, 3, 32, 48, generator=torch.Generator().manual_seed(0))
+def test_a_checkpoint_saved_without_the_recorder_loads_its_model_without_size_or_split(tmp_path):
+    """Lightning's own hyper_parameters rebuild the model (a Trainer of one's own, or
+    save_checkpoint(weights_only=True), which leaves callbacks out); no size nor split."""
+    module = build_model(base_width=4, depth=2, threshold=0.3)
+    path = _save_checkpoint(module, tmp_path / "m.ckpt", recorder=False)
+    assert "carseg" not in torch.load(path, weights_only=True)
+    model, record = load_model(path)
+    assert record.model["net"] == module.hparams.net and record.threshold == 0.3
+    assert record.size is None and record.split is None
+    x = torch.randn(1, 3, 32, 48)
     with torch.no_grad():
-        logits = model(x).numpy()
-    assert np.allclose(logits, np.load(FIXTURES / "checkpoint_7cf3056_logits.npy"), atol=1e-5)
+        assert torch.allclose(model(x), module.eval()(x), atol=1e-5)
+
+
+def test_a_checkpoint_of_flat_hyperparameters_is_refused_naming_what_it_lacks(tmp_path):
+    """Flat U-Net hyperparameters (no net node, no carseg record): not this version's model."""
+    module = build_model(base_width=2, depth=1)
+    path = tmp_path / "flat.ckpt"
+    flat = {"in_channels": 3, "base_width": 2, "depth": 1, "lr": 1e-4, "threshold": 0.5}
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": flat}, path)
+    with pytest.raises(DataError, match="does not fit this version's .* no 'net' in its hyper"):
+        load_model(path)
+
+
+def test_a_damaged_record_is_refused_naming_the_file(tmp_path):
+    path = _save_checkpoint(build_model(base_width=2, depth=1), tmp_path / "m.ckpt")
+    raw = torch.load(path, weights_only=True)
+    raw["carseg"]["size"] = "large"
+    torch.save(raw, path)
+    with pytest.raises(DataError, match=r"m.ckpt: its carseg record is damaged"):
+        load_model(path)
+
+
+def _onnx_file(path: Path, metadata: str | None) -> Path:
+    """The smallest ONNX file (one Identity node) with ``metadata`` under carseg's key."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["images"], ["logits"])], "g", [x], [y])
+    model = helper.make_model(graph)
+    if metadata is not None:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = "carseg", metadata
+    onnx.save(model, str(path))
+    return path
+
+
+def test_an_onnx_file_holds_the_checkpoints_record_read_the_same_way(tmp_path):
+    """What export.py stores (the record's to_dict as JSON) reads back as the record itself."""
+    module = build_model(base_width=2, depth=1, threshold=0.4)
+    split = SplitRecord("/d", 0.5, 1, ["a"], ["b"], None, None)
+    record = CheckpointRecord.of(module, (32, 48), split)
+    path = _onnx_file(tmp_path / "m.onnx", json.dumps(record.to_dict()))
+    assert onnx_record(path) == record
+    _onnx_file(path, json.dumps({**record.to_dict(), "size": "large"}))
+    with pytest.raises(DataError, match="m.onnx: its carseg record is damaged"):
+        onnx_record(path)
+    _onnx_file(path, None)
+    with pytest.raises(ConfigError, match="has no carseg metadata: was it exported by"):
+        onnx_record(path)
 
 
 class _Payload:
@@ -70,15 +126,20 @@ def test_checkpoint_with_pickled_code_is_refused_not_run(tmp_path, monkeypatch):
     assert not (tmp_path / "PWNED").exists()
 
 
+@pytest.mark.parametrize("where", ["carseg", "hyper_parameters"])
 @pytest.mark.parametrize(
     "target", ["os.system", "subprocess.Popen", "builtins.exec", "torch.optim.Adam"]
 )
-def test_a_checkpoint_naming_another_class_is_refused_and_nothing_is_imported(tmp_path, target):
-    """A crafted record whose network names any callable: refused by name, never built."""
+def test_a_checkpoint_naming_another_class_is_refused_and_nothing_is_imported(
+    tmp_path, target, where
+):
+    """A crafted record (or, without one, Lightning's hyper_parameters) whose network names any
+    callable: refused by name, never built."""
     module = build_model(base_width=2, depth=1)
-    path = _save_checkpoint(module, tmp_path / "crafted.ckpt")
+    path = _save_checkpoint(module, tmp_path / "crafted.ckpt", recorder=where == "carseg")
     raw = torch.load(path, weights_only=True)
-    raw["carseg"]["model"]["net"] = {"_target_": target, "command": "touch PWNED"}
+    hparams = raw["carseg"]["model"] if where == "carseg" else raw["hyper_parameters"]
+    hparams["net"] = {"_target_": target, "command": "touch PWNED"}
     torch.save(raw, path)
     with pytest.raises(ConfigError, match=f"_target_ '{target}' is not one carseg builds"):
         load_model(path)

@@ -16,6 +16,7 @@ from carseg.data.image_io import read_image
 from carseg.data.split import SplitRecord
 from carseg.data.synthetic import generate_dataset
 from carseg.inference.loading import load_model
+from carseg.training.callbacks.record import CheckpointRecorder
 from support.configs import build_model, predictor
 from support.entry import run_entry, run_script
 from support.refusals import (
@@ -39,7 +40,8 @@ def setting(tmp_path_factory) -> tuple[Path, Path, Path]:
     photos = generate_dataset(root / "set", n_cars=2, height=64, width=96, seed=0) / "train"
     torch.manual_seed(0)
     module = build_model(base_width=4, depth=2)
-    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[CheckpointRecorder()])  # fmt: skip
     trainer.strategy.connect(module)
     ckpt = root / "model.ckpt"
     trainer.save_checkpoint(ckpt)

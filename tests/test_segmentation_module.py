@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from carseg.data.dataset import CarvanaDataset
 from carseg.data.transforms import inference_transforms
 from carseg.inference.loading import load_model
+from carseg.training.callbacks.record import CheckpointRecorder
 from carseg.training.segmentation_module import (
     CPU_CHANNELS_LAST,
     SegmentationModule,
@@ -80,7 +81,7 @@ def test_fused_adam_on_cuda_and_the_default_elsewhere(monkeypatch):
 def _fit(module, tmp_path, epochs: int = 2) -> pl.Trainer:
     images, masks = _batch(n=4, size=(32, 48))
     loader = DataLoader(TensorDataset(images, masks), batch_size=2)
-    trainer = quiet_trainer(epochs, default_root_dir=tmp_path)
+    trainer = quiet_trainer(epochs, default_root_dir=tmp_path, callbacks=[CheckpointRecorder()])
     trainer.fit(module, train_dataloaders=loader, val_dataloaders=loader)
     return trainer
 

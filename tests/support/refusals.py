@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from carseg.data.split import SplitRecord
+from carseg.training.callbacks.record import CheckpointRecorder
 from support.configs import build_model
 from support.entry import run_entry, run_script
 from support.files import snapshot
@@ -32,7 +33,8 @@ def checkpoint(tmp: Path, epoch: int = 0, base_width: int = 2, **record) -> Path
     if path.exists():
         return path
     module = build_model(base_width=base_width, depth=1)
-    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[CheckpointRecorder()])  # fmt: skip
     trainer.strategy.connect(module)
     path.parent.mkdir(parents=True)
     trainer.save_checkpoint(path)

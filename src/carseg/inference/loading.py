@@ -19,11 +19,11 @@ from torch import nn
 
 from carseg.data.split import SplitRecord
 from carseg.models.registry import as_trained
-from carseg.training.checkpoint_reader import CheckpointRecord, read_checkpoint
+from carseg.training.checkpoint_reader import RECORD_KEY, CheckpointRecord, read_checkpoint
 from carseg.training.segmentation_module import SegmentationModule
 from carseg.utils.errors import CarsegError, ConfigError, DataError, DataNotFoundError, first_line
 
-ONNX_METADATA_KEY = "carseg"
+ONNX_METADATA_KEY = RECORD_KEY  # an ONNX file keeps the record under the checkpoint's key
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ class OnnxNet(nn.Module):
 
 
 def onnx_metadata(path: str | Path) -> dict[str, Any]:
-    """The training size, threshold and record stored in an exported ONNX file.
+    """The record stored in an exported ONNX file, as plain values (``CheckpointRecord.to_dict``).
 
     Raises:
         ConfigError: onnx is not installed, or the file has no carseg metadata.
@@ -131,17 +131,22 @@ def onnx_metadata(path: str | Path) -> dict[str, Any]:
     raise ConfigError(f"{path} has no carseg metadata: was it exported by src/export.py?")
 
 
+def onnx_record(path: str | Path) -> CheckpointRecord:
+    """The checkpoint's record that ``export.py`` stored in an ONNX file's metadata, read as a
+    checkpoint's is (``CheckpointRecord.from_dict``).
+
+    Raises:
+        ConfigError: onnx is not installed, or the file has no carseg metadata.
+        DataNotFoundError, DataError: no file, not an ONNX file, or a damaged record.
+    """
+    return CheckpointRecord.from_dict(onnx_metadata(path), Path(path).expanduser())
+
+
 def load_onnx(path: str | Path) -> TrainedModel:
     """An exported ONNX model and the record ``export.py`` stored in its metadata."""
-    meta = onnx_metadata(path)
-    split = meta.get("split")
-    size = meta.get("size")
+    record = onnx_record(path)
     return TrainedModel(
-        net=OnnxNet(path),
-        size=(int(size[0]), int(size[1])) if size else None,
-        threshold=float(meta["threshold"]),
-        split=SplitRecord.from_dict(split) if split else None,
-        path=Path(path).expanduser(),
+        OnnxNet(path), record.size, record.threshold, record.split, Path(path).expanduser()
     )
 
 

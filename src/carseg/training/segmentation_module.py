@@ -20,7 +20,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from carseg.models.metrics import carvana_dice
 from carseg.models.registry import LOSSES, NETS
-from carseg.training.checkpoint_reader import RECORD_KEY, CheckpointRecord
 from carseg.training.optim import (
     build_optimizer,
     build_scheduler,
@@ -201,11 +200,10 @@ class SegmentationModule(pl.LightningModule):
         )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Plain weights in the usual (NCHW) layout, whatever layout training used, and what
-        inference needs under carseg's own key (``CheckpointRecord``)."""
+        """Plain weights in the usual (NCHW) layout, whatever layout training used. (What
+        inference needs beside them, carseg's record, is written by
+        ``carseg.training.callbacks.record.CheckpointRecorder``.)"""
         checkpoint["state_dict"] = {k: v.contiguous() for k, v in checkpoint["state_dict"].items()}
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
-        checkpoint[RECORD_KEY] = CheckpointRecord.of(self, datamodule).to_dict()
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, masks = batch

@@ -18,6 +18,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 
 from carseg.models.registry import trusting
 from carseg.training.best import BestTracker, best_of
+from carseg.training.callbacks.record import CheckpointRecorder
 from carseg.training.callbacks.stop import StopCleanly, stop_reason
 from carseg.training.callbacks.summary import epochs_run
 from carseg.training.checkpoint_io import AtomicCheckpointIO
@@ -107,8 +108,9 @@ def build(cfg: DictConfig, multirun: bool = False) -> Run:
     tracker = BestTracker(cfg.monitor.metric, cfg.monitor.mode)
     trainer = build_trainer(
         trainer_cfg,
-        # every run ends with a validated, saved model, whatever ends it (StopCleanly)
-        callbacks=[*callbacks, tracker, StopCleanly()],
+        # every run ends with a validated, saved model, whatever ends it (StopCleanly), and
+        # every checkpoint carries what inference needs (CheckpointRecorder)
+        callbacks=[*callbacks, tracker, StopCleanly(), CheckpointRecorder()],
         logger=loggers or False,
         plugins=[AtomicCheckpointIO()],
     )
