@@ -17,6 +17,7 @@ from torch import nn
 from carseg.inference.loading import ONNX_METADATA_KEY, OnnxNet
 from carseg.training.checkpoint_reader import CheckpointRecord
 from carseg.utils.atomic import atomic_file
+from carseg.utils.checks import MAX_SIDE
 from carseg.utils.errors import ConfigError, DataError
 
 FORMATS = ("onnx", "torchscript")
@@ -33,14 +34,14 @@ def export_onnx(model: nn.Module, record: CheckpointRecord, path: Path, opset: i
             "ONNX export needs onnx and onnxscript: pip install -e '.[onnx]'"
         ) from None
     net = _plain(model)
-    # only the example's size (the axes stay dynamic), rounded up to a multiple of 32: every
-    # network pads to one, and torch.export traces the padding of a size that needs none badly
-    height, width = (-(-side // 32) * 32 for side in (record.size or EXAMPLE_SIZE))
+    # only the example's size (the axes stay dynamic), padded as the network pads it (its frame,
+    # carseg.models.frame): torch.export traces the padding of a size that needs some badly
+    height, width = net.padded_size(*(record.size or EXAMPLE_SIZE))
     example = torch.randn(1, 3, height, width)
     dims = {
         0: torch.export.Dim("batch", min=1, max=1024),
-        2: torch.export.Dim("height", min=8, max=8192),
-        3: torch.export.Dim("width", min=8, max=8192),
+        2: torch.export.Dim("height", min=8, max=MAX_SIDE),  # the frame refuses larger sides
+        3: torch.export.Dim("width", min=8, max=MAX_SIDE),
     }
     program = torch.onnx.export(
         net,
@@ -117,6 +118,6 @@ def export(model: nn.Module, record: CheckpointRecord, path: Path, fmt: str) -> 
         export_torchscript(model, path)
         exported = load_torchscript(path)
     height, width = record.size or EXAMPLE_SIZE
-    odd = (height + 7, width - 5)  # not multiples of 2**depth: exercises the padding path
+    odd = (height + 7, width - 5)  # not multiples of the net's multiple: the padding path
     diff = parity(_plain(model), exported, [(height, width), odd])
     return path, diff

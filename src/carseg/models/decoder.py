@@ -11,6 +11,11 @@ convolution without skip and a 1x1 convolution give the logits.
 Widths: the last step has ``decoder_width`` channels and each coarser step twice the one below it;
 ``decoder_width=16`` over a ResNet gives 256, 128, 64, 32, 16 (segmentation_models_pytorch's
 default ``decoder_channels``).
+
+``EncoderUNet`` is the frame of every encoder U-Net (``carseg.models.resnet_unet``,
+``efficientnet_unet``, ``timm_unet``): it pads the input to a multiple of the encoder's deepest
+reduction (``carseg.models.frame``), hands the encoder's maps to this decoder and crops the logits
+back, so that a new encoder U-Net supplies only its encoder, channels and reductions.
 """
 
 from __future__ import annotations
@@ -18,23 +23,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from carseg.models.frame import FramedNet
 from carseg.models.unet import DoubleConv, OutConv
 from carseg.utils.checks import check_int
-
-
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Pad the bottom and right edges up to multiples of ``multiple`` by repeating the edge.
-
-    Always a pad (of zero where the size fits) and always one mode, as ``UNet._pad``, so that an
-    exported graph (ONNX, torch.export) stays valid for every input size rather than the traced
-    one's. The caller crops its logits back to the input's size.
-    """
-    height, width = x.shape[-2:]
-    pad = [0, -width % multiple, 0, -height % multiple]  # left, right, top, bottom
-    return F.pad(x, pad, mode="replicate")
 
 
 def upsample(factor: int) -> nn.Module:
@@ -114,3 +107,32 @@ class UNetDecoder(nn.Module):
         for block in self.blocks:
             x = block(x, skips.pop())
         return self.outc(self.final_conv(self.final_up(x)))
+
+
+class EncoderUNet(FramedNet):
+    """pad => encoder => decoder => crop: a U-Net over an encoder's feature maps.
+
+    Args:
+        encoder: returns its feature maps shallowest first, ``channels[i]`` channels at
+            ``1 / reductions[i]`` of its input's side.
+        channels, reductions: as ``UNetDecoder``'s; the input is padded to a multiple of the
+            largest reduction.
+        decoder_width, out_channels: as ``UNetDecoder``'s.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        channels: Sequence[int],
+        reductions: Sequence[int],
+        decoder_width: int,
+        out_channels: int,
+    ) -> None:
+        # (no reductions: the decoder says what is wrong)
+        super().__init__(multiple=max((int(r) for r in reductions), default=1))
+        self.encoder = encoder
+        self.decoder = UNetDecoder(channels, reductions, decoder_width, out_channels)
+
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.encoder(x)  # shallowest first, the deepest at 1 / multiple of (H', W')
+        return self.decoder(list(features))  # (B, out_channels, H', W')

@@ -28,7 +28,7 @@ package.
 
 Deviations from the paper: no stochastic depth (drop connect); the decoder's bilinear upsampling
 and double convolutions; inputs whose sides are not multiples of 32 are padded (edge pixels
-repeated) and the logits cropped back, so any size works.
+repeated) and the logits cropped back, so any size works (``carseg.models.frame``).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from carseg.models.decoder import UNetDecoder, pad_to_multiple
+from carseg.models.decoder import EncoderUNet
 from carseg.models.resnet_unet import load_encoder_weights
 from carseg.utils.checks import check_choice, check_int
 from carseg.utils.errors import ConfigError
@@ -236,7 +236,7 @@ class EfficientNetLite0Encoder(nn.Module):
         return features
 
 
-class EfficientNetLiteUNet(nn.Module):
+class EfficientNetLiteUNet(EncoderUNet):
     """U-Net with an EfficientNet-Lite0 encoder, returning logits ``(B, out_channels, H, W)`` for
     images ``(B, in_channels, H, W)`` normalised with ImageNet's mean and std (carseg's data
     pipeline), which it rescales to the encoder's own input scaling itself.
@@ -270,15 +270,18 @@ class EfficientNetLiteUNet(nn.Module):
         input_scaling: str,
         out_channels: int = 1,
     ) -> None:
-        super().__init__()
         check_int("model.net.in_channels", in_channels, 1)
         check_int("model.net.out_channels", out_channels, 1)
-        self.input_scaling = check_choice("model.net.input_scaling", input_scaling, SCALINGS)
-        if self.input_scaling == "lite" and in_channels != 3:
+        input_scaling = check_choice("model.net.input_scaling", input_scaling, SCALINGS)
+        if input_scaling == "lite" and in_channels != 3:
             raise ConfigError(
                 f"model.net.input_scaling=lite scales RGB images, but model.net.in_channels="
                 f"{in_channels}: use 3 channels, or model.net.input_scaling=imagenet"
             )
+        encoder = EfficientNetLite0Encoder(in_channels)
+        # pad to a multiple of 32 => scale => encoder => decoder => crop back (EncoderUNet; body)
+        super().__init__(encoder, CHANNELS, REDUCTIONS, decoder_width, out_channels)
+        self.input_scaling = input_scaling
         # Why the net scales its own input: every path feeds it the same ImageNet-normalised
         # tensor (training, validation, eval, predict, tiles, TTA; an exported graph holds this
         # step), so scaling here makes them all agree without a second normalisation to keep in
@@ -292,19 +295,15 @@ class EfficientNetLiteUNet(nn.Module):
             scale, shift = torch.ones(in_channels), torch.zeros(in_channels)
         self.register_buffer("input_scale", scale.view(1, -1, 1, 1))  # (1, C, 1, 1)
         self.register_buffer("input_shift", shift.view(1, -1, 1, 1))
-        self.multiple = REDUCTIONS[-1]  # input sides are padded up to multiples of this
-        self.encoder = EfficientNetLite0Encoder(in_channels)
-        self.decoder = UNetDecoder(CHANNELS, REDUCTIONS, decoder_width, out_channels)
         if encoder_weights is not None:
             load_lite0_weights(self.encoder, encoder_weights)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[-2:]
-        x = x * self.input_scale + self.input_shift  # the encoder's own scaling (see __init__)
-        x = pad_to_multiple(x, self.multiple)  # (B, C, H', W'), H' and W' multiples of 32
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        """EncoderUNet's body after the encoder's own input scaling (see ``__init__``): logits
+        ``(B, out_channels, H', W')`` of images whose sides are multiples of 32."""
+        x = x * self.input_scale + self.input_shift  # per pixel: the same before or after the pad
         features = self.encoder(x)  # 1/2, 1/2, 1/4, 1/8, 1/16, 1/32 of (H', W')
-        logits = self.decoder(features)  # (B, out_channels, H', W')
-        return logits[..., :height, :width]
+        return self.decoder(features)  # (B, out_channels, H', W')
 
 
 def load_lite0_weights(

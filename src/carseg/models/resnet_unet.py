@@ -18,7 +18,7 @@ already does (``carseg.data.transforms.IMAGENET_MEAN``/``IMAGENET_STD``).
 
 Deviations from the papers: bilinear upsampling in the decoder; a double convolution at full size
 before the 1x1 output convolution; inputs whose sides are not multiples of 32 are padded (edge
-pixels repeated) and the logits cropped back, so any size works.
+pixels repeated) and the logits cropped back, so any size works (``carseg.models.frame``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from carseg.models.decoder import UNetDecoder, pad_to_multiple
+from carseg.models.decoder import EncoderUNet
 from carseg.utils.checks import check_int
 from carseg.utils.errors import ConfigError, DataError, DataNotFoundError
 from carseg.utils.torch_files import check_finite, read_torch_file
@@ -108,7 +108,7 @@ class ResNetEncoder(nn.Module):
         return [stem, x1, x2, x3, x4]
 
 
-class ResNetUNet(nn.Module):
+class ResNetUNet(EncoderUNet):
     """U-Net with a ResNet-18/34 encoder, returning logits ``(B, out_channels, H, W)`` for images
     ``(B, in_channels, H, W)`` normalised with ImageNet's mean and std.
 
@@ -138,7 +138,6 @@ class ResNetUNet(nn.Module):
         encoder_weights: str | os.PathLike | None,
         out_channels: int = 1,
     ) -> None:
-        super().__init__()
         if isinstance(depth, bool) or depth not in LAYERS:
             raise ConfigError(
                 f"model.net.depth={depth!r}: choose 18 or 34 (ResNet-18, ResNet-34); deeper "
@@ -146,19 +145,12 @@ class ResNetUNet(nn.Module):
             )
         check_int("model.net.in_channels", in_channels, 1)
         check_int("model.net.out_channels", out_channels, 1)
+        encoder = ResNetEncoder(depth, in_channels)
+        # pad to a multiple of 32 => encoder => decoder => crop back (EncoderUNet)
+        super().__init__(encoder, CHANNELS, REDUCTIONS, decoder_width, out_channels)
         self.depth = depth
-        self.multiple = REDUCTIONS[-1]  # input sides are padded up to multiples of this
-        self.encoder = ResNetEncoder(depth, in_channels)
-        self.decoder = UNetDecoder(CHANNELS, REDUCTIONS, decoder_width, out_channels)
         if encoder_weights is not None:
             load_encoder_weights(self.encoder, encoder_weights, f"ResNet-{depth}")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[-2:]
-        x = pad_to_multiple(x, self.multiple)  # (B, C, H', W'), H' and W' multiples of 32
-        features = self.encoder(x)  # 1/2, 1/4, 1/8, 1/16, 1/32 of (H', W')
-        logits = self.decoder(features)  # (B, out_channels, H', W')
-        return logits[..., :height, :width]
 
 
 def load_encoder_weights(

@@ -3,7 +3,8 @@
 ``timm.create_model(encoder, features_only=True)`` returns a network whose outputs are its
 stages' feature maps; ``feature_info`` says their channels and reductions. The decoder is the
 ResNet U-Net's (``carseg.models.decoder.UNetDecoder``, see ``carseg.models.resnet_unet``) over
-those maps; inputs are padded to a multiple of the largest reduction and the logits cropped back.
+those maps; inputs are padded to a multiple of the largest reduction and the logits cropped back
+(``carseg.models.decoder.EncoderUNet``).
 
 timm is an optional extra (``pip install -e '.[timm]'``) imported only when a ``TimmUNet`` is
 built. ``pretrained: true`` makes timm download the encoder's ImageNet weights from the Hugging
@@ -15,17 +16,14 @@ pipeline applies (``carseg.data.transforms.IMAGENET_MEAN``/``IMAGENET_STD``).
 
 from __future__ import annotations
 
-import torch
-from torch import nn
-
-from carseg.models.decoder import UNetDecoder, pad_to_multiple
+from carseg.models.decoder import EncoderUNet
 from carseg.utils.checks import check_int
 from carseg.utils.errors import ConfigError, first_line
 
 NEEDS_TIMM = "model/net=timm_unet needs timm: pip install -e '.[timm]'"
 
 
-class TimmUNet(nn.Module):
+class TimmUNet(EncoderUNet):
     """U-Net over a timm encoder, returning logits ``(B, out_channels, H, W)`` for images
     ``(B, in_channels, H, W)``.
 
@@ -53,7 +51,6 @@ class TimmUNet(nn.Module):
         pretrained: bool,
         out_channels: int = 1,
     ) -> None:
-        super().__init__()
         check_int("model.net.in_channels", in_channels, 1)
         check_int("model.net.out_channels", out_channels, 1)
         if not isinstance(pretrained, bool):
@@ -70,7 +67,7 @@ class TimmUNet(nn.Module):
                 "timm's torchvision must be the build that matches torch"
             ) from None
         try:
-            self.encoder = timm.create_model(
+            backbone = timm.create_model(
                 encoder, features_only=True, pretrained=pretrained, in_chans=in_channels
             )
         except (RuntimeError, ValueError, OSError) as err:
@@ -83,14 +80,7 @@ class TimmUNet(nn.Module):
                 else "timm.list_models() names the encoders; features_only must be supported"
             )
             raise ConfigError(f"model.net.encoder={encoder}: {first_line(err)} ({hint})") from None
-        channels = list(self.encoder.feature_info.channels())
-        reductions = list(self.encoder.feature_info.reduction())
-        self.multiple = max(reductions)  # input sides are padded up to multiples of this
-        self.decoder = UNetDecoder(channels, reductions, decoder_width, out_channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[-2:]
-        x = pad_to_multiple(x, self.multiple)  # (B, C, H', W'), multiples of the deepest reduction
-        features = self.encoder(x)  # shallowest first
-        logits = self.decoder(list(features))  # (B, out_channels, H', W')
-        return logits[..., :height, :width]
+        channels = list(backbone.feature_info.channels())
+        reductions = list(backbone.feature_info.reduction())
+        # pad to a multiple of the deepest reduction => encoder => decoder => crop back
+        super().__init__(backbone, channels, reductions, decoder_width, out_channels)

@@ -11,15 +11,15 @@ Deviations from the paper, all usual in Carvana solutions (milesial/Pytorch-UNet
 - configurable base width (64 in the paper: ``conf/model/net/unet_paper.yaml``) and depth (4
   poolings in the paper);
 - inputs whose sides are not multiples of ``2**depth`` are padded (edge pixels repeated) and the
-  logits cropped back, so any size works.
+  logits cropped back, so any size works (``carseg.models.frame``, every network's frame).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from carseg.models.frame import FramedNet
 from carseg.utils.checks import check_int
 
 
@@ -85,7 +85,7 @@ class OutConv(nn.Module):
         return self.conv(x)
 
 
-class UNet(nn.Module):
+class UNet(FramedNet):
     """U-Net returning logits ``(B, out_channels, H, W)`` for images ``(B, in_channels, H, W)``.
 
     Args:
@@ -108,12 +108,11 @@ class UNet(nn.Module):
         batch_norm: bool,
         out_channels: int = 1,
     ) -> None:
-        super().__init__()
         check_int("model.net.in_channels", in_channels, 1)
         check_int("model.net.base_width", base_width, 1)
         check_int("model.net.depth", depth, 1)
+        super().__init__(multiple=2**depth)  # the frame pads input sides to multiples of this
         self.depth = depth
-        self.multiple = 2**depth  # input sides are padded up to multiples of this
         widths = [base_width * 2**level for level in range(depth + 1)]  # e.g. 64 .. 1024
         self.inc = DoubleConv(in_channels, widths[0], batch_norm)
         self.downs = nn.ModuleList(Down(widths[i], widths[i + 1], batch_norm) for i in range(depth))
@@ -122,9 +121,9 @@ class UNet(nn.Module):
         )
         self.outc = OutConv(widths[0], out_channels)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[-2:]
-        x = self._pad(x)  # (B, C, H', W'), H' and W' multiples of 2**depth
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, out_channels, H', W')`` of images ``(B, C, H', W')``, ``H'`` and ``W'``
+        multiples of ``2**depth``: ``forward`` (``FramedNet``) pads to them and crops back."""
         # Contracting path. The depth is configurable, so the skips are a list:
         # skips[0] is the full-resolution feature map (x1 in the paper's figure), skips[-1] the
         # deepest before the bottleneck.
@@ -135,15 +134,4 @@ class UNet(nn.Module):
         # Expansive path: each Up consumes the skip of its own level, deepest first.
         for up in self.ups:
             x = up(x, skips.pop())
-        logits = self.outc(x)  # (B, out_channels, H', W')
-        return logits[..., :height, :width]
-
-    def _pad(self, x: torch.Tensor) -> torch.Tensor:
-        """Pad the bottom and right edges up to multiples of ``2**depth`` by repeating the edge.
-
-        Always a pad (of zero where the size fits) and always one mode, so that an exported graph
-        (ONNX, torch.export) stays valid for every input size rather than the traced one's.
-        """
-        height, width = x.shape[-2:]
-        pad = [0, -width % self.multiple, 0, -height % self.multiple]  # left, right, top, bottom
-        return F.pad(x, pad, mode="replicate")
+        return self.outc(x)  # (B, out_channels, H', W')
