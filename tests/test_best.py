@@ -9,7 +9,8 @@ import pytest
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from carseg.training.best import BestTracker, best_of
+from carseg.training.best import BestTracker, best_of, tracker_of
+from carseg.training.callbacks import HyperparameterLogger, RunSummary
 from carseg.utils.errors import ConfigError
 
 
@@ -34,6 +35,36 @@ def test_the_tracker_keeps_the_best_value_and_its_epoch(mode, values, best, epoc
     assert (tracker.best, tracker.best_epoch) == (pytest.approx(best), epoch)
     assert tracker.best_step == 10 * epoch
     assert improved == [True, True, False]
+
+
+def test_a_validation_is_counted_once_however_many_callbacks_read_it():
+    tracker = BestTracker("val/dice", "max")
+    assert tracker.update(_trainer(0, 0.5))
+    assert not tracker.update(_trainer(0, 0.5))  # the same validation, read by another hook
+    assert tracker.update(_trainer(0, 0.6, step=5))  # a second validation in epoch 0
+    assert (tracker.best, tracker.best_epoch, tracker.best_step) == (pytest.approx(0.6), 0, 5)
+    tracker.reset()
+    assert tracker.update(_trainer(0, 0.5)) and tracker.best == pytest.approx(0.5)
+
+
+def test_the_reporting_callbacks_read_the_runs_one_tracker(tmp_path):
+    """summary.json and HPARAMS report the tracker the run holds (``training.train`` adds it);
+    a Trainer without one gets a tracker of their own."""
+    run = BestTracker("val/dice", "max")
+    other = BestTracker("val/loss", "min")
+    trainer = SimpleNamespace(callbacks=[other, run], fast_dev_run=True)
+    assert tracker_of(trainer, "val/dice", "max") is run
+    assert tracker_of(trainer, "val/loss", "min") is other
+    own = tracker_of(trainer, "val/dice", "min")
+    assert own not in (run, other) and (own.monitor, own.mode) == ("val/dice", "min")
+    summary = RunSummary(output_dir=tmp_path, monitor="val/dice", mode="max")
+    hparams = HyperparameterLogger(monitor="val/dice", mode="max", exclude=[])
+    for callback in (summary, hparams):
+        callback.on_fit_start(trainer, None)
+        assert callback.tracker is run
+    bare = SimpleNamespace(callbacks=[], fast_dev_run=True)
+    summary.on_fit_start(bare, None)
+    assert summary.tracker is not run and summary.tracker.monitor == "val/dice"
 
 
 def test_nan_and_missing_values_are_not_a_best():

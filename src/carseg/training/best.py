@@ -1,9 +1,10 @@
 """A run's best score and its epoch: what ``train.py`` prints, ``summary.json`` records and HPARAMS
-shows.
+shows, all read from one tracker.
 
 The checkpoint callback that monitors the metric is the authority (it also knows the best of the
 epochs before a resume: the epoch is read from its best checkpoint); without one, the best value
-seen in this process is used.
+seen in this process is used. ``training.train`` adds one ``BestTracker`` to every run; the
+callbacks that report the best score read it (``tracker_of``).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ MODES = ("max", "min")
 class BestTracker(pl.Callback):
     """The best value of a logged metric over this fit's validations, and its epoch and step.
 
-    A callback of its own (``training.train`` adds one), and a part of the callbacks that report
-    the best score, which call ``update`` from their own hooks.
+    A callback of its own (``training.train`` adds one). The callbacks that report the best score
+    share it (``tracker_of``) and call ``update`` from their own hooks too, so that it is current
+    whichever hook runs first: a validation is counted once.
     """
 
     def __init__(self, monitor: str, mode: str) -> None:
@@ -37,6 +39,7 @@ class BestTracker(pl.Callback):
         self.best: float | None = None
         self.best_epoch: int | None = None
         self.best_step: int | None = None
+        self._seen: tuple[int, int] | None = None  # (epoch, step) of the validation last read
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.reset()
@@ -46,7 +49,12 @@ class BestTracker(pl.Callback):
             self.update(trainer)
 
     def update(self, trainer: pl.Trainer) -> bool:
-        """Read the monitored value after a validation epoch; True if it improved."""
+        """Read the monitored value after a validation epoch; True if it improved (once: a
+        second call for the same validation changes nothing and returns False)."""
+        validation = (trainer.current_epoch, trainer.global_step)
+        if validation == self._seen:
+            return False
+        self._seen = validation
         value = trainer.callback_metrics.get(self.monitor)
         if value is None or math.isnan(float(value)):
             return False
@@ -56,6 +64,14 @@ class BestTracker(pl.Callback):
             self.best_step = trainer.global_step
             return True
         return False
+
+
+def tracker_of(trainer: pl.Trainer, monitor: str, mode: str) -> BestTracker:
+    """The trainer's tracker of ``monitor`` and ``mode`` (``training.train`` adds one to every
+    run), or, for a Trainer built without one, a new tracker that the caller updates."""
+    trackers = [c for c in trainer.callbacks if isinstance(c, BestTracker)]
+    same = [t for t in trackers if (t.monitor, t.mode) == (monitor, mode)]
+    return same[0] if same else BestTracker(monitor, mode)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from carseg.training.best import BestTracker
+from carseg.training.best import BestTracker, tracker_of
 from carseg.training.callbacks.tensorboard import log_step, tensorboard_loggers
 
 
@@ -53,7 +53,7 @@ class HyperparameterLogger(pl.Callback):
     METRICS = ("hp/best_val_dice", "hp/best_epoch", "hp/final_val_loss", "hp/final_train_loss")
 
     def __init__(self, *, monitor: str, mode: str, exclude: Sequence[str]) -> None:
-        self.tracker = BestTracker(monitor, mode)
+        self.tracker = BestTracker(monitor, mode)  # the run's, once fit starts
         self.exclude = tuple(exclude)
 
     def hyperparameters(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
@@ -70,6 +70,7 @@ class HyperparameterLogger(pl.Callback):
         }
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.tracker = tracker_of(trainer, self.tracker.monitor, self.tracker.mode)
         self.tracker.reset()
         if trainer.fast_dev_run:
             return

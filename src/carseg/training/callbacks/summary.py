@@ -18,7 +18,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from carseg.training.best import BestTracker, best_of
+from carseg.training.best import BestTracker, best_of, tracker_of
 from carseg.training.callbacks.stop import stop_reason
 from carseg.utils.atomic import write_json
 
@@ -89,7 +89,7 @@ class RunSummary(pl.Callback):
     ) -> None:
         self.output_dir = Path(output_dir)
         self.path = self.output_dir / filename
-        self.tracker = BestTracker(monitor, mode)
+        self.tracker = BestTracker(monitor, mode)  # the run's, once fit starts
         self.code_dir = Path(code_dir) if code_dir is not None else CODE_DIR
         self._reset()
 
@@ -109,6 +109,7 @@ class RunSummary(pl.Callback):
     # timing: the span from an epoch's start to its last training batch, less any validation
     # that ran inside it (val_check_interval < 1)
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.tracker = tracker_of(trainer, self.tracker.monitor, self.tracker.mode)
         self._reset()
         # "running" until the fit ends: a job killed outright (SIGKILL, a lost node) leaves this,
         # with its process and host, for carseg.runs.sweep_report to tell from a job still running
