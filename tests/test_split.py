@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from carseg.data.split import SplitRecord, car_id, car_pattern, cars_of, split_by_car
+from carseg.data.split import SplitRecord, car_id, car_pattern, cars_of, split_by_car, view_of
 from carseg.utils.errors import ConfigError, DataError
 from support.configs import build_datamodule
 
@@ -63,6 +63,16 @@ def test_a_stated_rule_splits_by_the_car_it_reads():
     assert len(val) == 16 and len(train) == 32
     assert not set(cars_of(train, r"(?P<car>.+)-\d+")) & set(cars_of(val, r"(?P<car>.+)-\d+"))
     assert car_id("car1-07", r"(car\d)-\d+") == "car1"  # the first group, when none is named
+
+
+def test_kaggles_id_gives_the_car_and_the_view_by_one_rule():
+    for image_id, car, view in [
+        ("00087a6bd4dc_01", "00087a6bd4dc", "01"),
+        ("car_with_underscores_16", "car_with_underscores", "16"),
+    ]:
+        assert (car_id(image_id), view_of(image_id)) == (car, view)
+    for image_id in ("photo", "car-01", "car_1", "car_001", "_01x"):
+        assert car_id(image_id) is None and view_of(image_id) is None
 
 
 @pytest.mark.parametrize(

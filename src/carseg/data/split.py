@@ -16,7 +16,8 @@ import numpy as np
 
 from carseg.utils.errors import ConfigError, DataError
 
-KAGGLE_CAR_ID = r"(?P<car>.+)_\d{2}"  # 00087a6bd4dc_01: the car, then its view, 01 .. 16
+# Kaggle's image id: 00087a6bd4dc_01, the car, then its view, 01 .. 16
+KAGGLE_ID = r"(?P<car>.+)_(?P<view>\d{2})"
 
 
 @functools.lru_cache(maxsize=16)
@@ -29,7 +30,7 @@ def car_pattern(pattern: str | None) -> re.Pattern:
         ConfigError: not a regular expression with a group.
     """
     if pattern is None:
-        pattern = KAGGLE_CAR_ID
+        pattern = KAGGLE_ID
     try:
         compiled = re.compile(pattern)
     except (re.error, TypeError) as err:
@@ -51,6 +52,12 @@ def car_id(image_id: str, pattern: str | None = None) -> str | None:
     if match is None:
         return None
     return match.group("car") if "car" in match.re.groupindex else match.group(1)
+
+
+def view_of(image_id: str) -> str | None:
+    """``"01"`` for ``00087a6bd4dc_01``; None for an id not in Kaggle's ``<car>_<view>`` form."""
+    match = car_pattern(None).fullmatch(image_id)
+    return match["view"] if match else None
 
 
 def check_car_ids(image_ids: Iterable[str], pattern: str | None = None) -> None:

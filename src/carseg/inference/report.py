@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +21,10 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from carseg.data.dataset import CarvanaDataset
-from carseg.data.split import car_id
+from carseg.data.split import car_id, view_of
 from carseg.utils import drawing
 from carseg.utils.atomic import atomic_file, write_json
 
-CARVANA_ID = re.compile(r"^(?P<car>.+)_(?P<view>\d{2})$")  # 00087a6bd4dc_01
 WORST_CARS = 10  # cars the view figure names
 
 
@@ -68,12 +66,6 @@ def mean_by(scores: Mapping[str, float], key) -> dict[str, float]:
         if group is not None and not math.isnan(value):
             groups.setdefault(group, []).append(value)
     return {g: float(np.mean(v)) for g, v in sorted(groups.items())}
-
-
-def view_of(image_id: str) -> str | None:
-    """``"01"`` for ``00087a6bd4dc_01``; None for an id not in Kaggle's ``<car>_<view>`` form."""
-    match = CARVANA_ID.match(image_id)
-    return match["view"] if match else None
 
 
 def write_report(
