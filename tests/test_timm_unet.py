@@ -1,5 +1,6 @@
 """carseg.models.timm_unet: a clear error where timm is missing; where it imports, any size,
-training, and the same network as the ResNet U-Net over timm's resnet34."""
+training, and the same network as the ResNet U-Net over timm's resnet34; without timm, the frame
+and the hand-off to the decoder around a stand-in for it."""
 
 from __future__ import annotations
 
@@ -105,3 +106,49 @@ def test_over_timms_resnet34_it_is_the_resnet_unet(timm):
 def test_an_unknown_encoder_is_a_config_error(timm):
     with pytest.raises(ConfigError, match="model.net.encoder=no_such_net: Unknown model"):
         timm_unet(encoder="no_such_net")
+
+
+class _FeatureInfo:
+    def __init__(self, channels: list[int], reductions: list[int]) -> None:
+        self._channels, self._reductions = channels, reductions
+
+    def channels(self) -> list[int]:
+        return self._channels
+
+    def reduction(self) -> list[int]:
+        return self._reductions
+
+
+def test_the_frame_around_a_stand_in_for_timm(monkeypatch):
+    """Where timm does not import: a stand-in ``timm.create_model`` that gives carseg's ResNet-34
+    encoder with timm's ``feature_info`` and its maps as a tuple. TimmUNet pads to the deepest
+    reduction, hands the maps to the decoder and crops back as ResNetUNet does: the same logits
+    from the same weights at an odd size."""
+    from types import SimpleNamespace
+
+    from carseg.models.resnet_unet import CHANNELS, REDUCTIONS, ResNetEncoder, ResNetUNet
+
+    class Features(ResNetEncoder):
+        def forward(self, x):
+            return tuple(super().forward(x))
+
+    asked = {}
+
+    def create_model(name, **options):
+        asked.update(options, name=name)
+        encoder = Features(34, options["in_chans"])
+        encoder.feature_info = _FeatureInfo(list(CHANNELS), list(REDUCTIONS))
+        return encoder
+
+    monkeypatch.setitem(sys.modules, "timm", SimpleNamespace(create_model=create_model))
+    torch.manual_seed(0)
+    ours = timm_unet(decoder_width=4).eval()
+    assert asked == {"name": "resnet34", "features_only": True, "pretrained": False, "in_chans": 3}
+    assert ours.multiple == 32
+    resnet = ResNetUNet(depth=34, in_channels=3, decoder_width=4, encoder_weights=None).eval()
+    resnet.load_state_dict(ours.state_dict(), strict=True)
+    x = torch.randn(1, 3, 45, 70)
+    with torch.no_grad():
+        logits = ours(x)
+        assert logits.shape == (1, 1, 45, 70)
+        assert torch.equal(logits, resnet(x))
