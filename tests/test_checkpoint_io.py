@@ -90,3 +90,18 @@ def test_torchs_other_words_for_a_full_disk_are_named_too(tmp_path, monkeypatch)
         io.save_checkpoint({"epoch": 2}, path)
     monkeypatch.undo()
     assert torch.load(path, weights_only=True)["epoch"] == 1
+
+
+def test_torchs_failed_write_with_room_left_is_not_called_a_full_disk(tmp_path, monkeypatch):
+    import shutil
+
+    def fails(obj, f):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter "
+                           "failed writing file data/0: file write failed")  # fmt: skip
+
+    monkeypatch.setattr(torch, "save", fails)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 0, 10**9))
+    with pytest.raises(RuntimeError, match="PytorchStreamWriter") as err:
+        AtomicCheckpointIO().save_checkpoint({"epoch": 1}, tmp_path / "last.ckpt")
+    assert not isinstance(err.value, DiskFullError)
+    assert list(tmp_path.iterdir()) == []  # no temporary left behind

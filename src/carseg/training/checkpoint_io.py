@@ -8,8 +8,6 @@ Lightning loads by itself (a resume, the checkpoint of a SLURM requeue) is loade
 
 from __future__ import annotations
 
-import errno
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,7 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from carseg.training.checkpoint_reader import read_checkpoint
 from carseg.utils.atomic import atomic_file
-from carseg.utils.errors import DiskFullError
+from carseg.utils.errors import DiskFullError, free_space, is_disk_full
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -38,10 +36,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             with atomic_file(path) as tmp:
                 torch.save(checkpoint, tmp)
         except (OSError, RuntimeError) as err:
-            if _disk_full(err, path):
-                free = shutil.disk_usage(path.parent).free / 2**20
+            if is_disk_full(err, path.parent):
                 raise DiskFullError(
-                    f"No space left on the device while writing {path} ({free:.0f} MiB free). "
+                    f"No space left on the device while writing {path}{free_space(path)}. "
                     "The previous checkpoint is kept. Free some space, or send runs elsewhere "
                     "with paths.log_dir=<folder on another disk>"
                 ) from None
@@ -52,15 +49,3 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ) -> dict[str, Any]:
         """``read_checkpoint``: tensors and plain values only, whatever the caller asks."""
         return read_checkpoint(path)
-
-
-def _disk_full(err: BaseException, path: Path) -> bool:
-    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    # torch's zip writer reports ENOSPC as "PytorchStreamWriter failed writing file ..."
-    if isinstance(err, RuntimeError) and ("write" in str(err) or "unexpected pos" in str(err)):
-        try:
-            return shutil.disk_usage(path.parent).free < 16 * 2**20
-        except OSError:
-            return False
-    return False

@@ -86,36 +86,30 @@ class UnreadableFileError(DataError):
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 _READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
-# how torch's zip writer reports a write the disk refused
+# how torch's zip writer reports a write the disk refused (it keeps no errno)
 _TORCH_WRITE_FAILED = ("PytorchStreamWriter failed writing", "unexpected pos")
+NEARLY_FULL = 16 * 2**20  # bytes free below which torch's failed write means a full disk
 
 
-def from_os_error(err: BaseException) -> CarsegError | None:
-    """The user's error an OS-level failure means, or None for any other failure: a full disk
-    (``ENOSPC``, ``EDQUOT``, or torch's failed write with the disk nearly full) or a destination
-    that cannot be written (read-only, no permission), naming the file and the fix."""
-    if isinstance(err, OSError) and err.errno in _FULL:
-        where = err.filename or "a file"
-        free = _free_mib(err.filename)
-        return DiskFullError(
-            f"No space left on the device while writing {where}{free}. The files written before "
-            "are kept whole; free some space, or send the output elsewhere (paths.log_dir=...)"
-        )
-    if isinstance(err, OSError) and err.errno in _READ_ONLY and err.filename:
-        return ConfigError(
-            f"Cannot write {err.filename}: {err.strerror} (a read-only folder?). Give the "
-            "command a destination you can write (output_dir=, output=, hydra.run.dir=, "
-            "paths.log_dir=)"
-        )
-    if isinstance(err, RuntimeError) and any(s in str(err) for s in _TORCH_WRITE_FAILED):
-        return DiskFullError(
-            f"A file could not be written ({first_line(err)}): is the disk full? The files "
-            "written before are kept whole"
-        )
-    return None
+def is_disk_full(err: BaseException, folder: str | os.PathLike | None = None) -> bool:
+    """Whether ``err`` is a write the disk refused: ``ENOSPC`` or ``EDQUOT``, or torch's zip
+    writer's failed write. Given the ``folder`` written to, torch's failure counts only while
+    that folder's disk is nearly full (under ``NEARLY_FULL`` free): it may have other causes."""
+    if isinstance(err, OSError):
+        return err.errno in _FULL
+    if not isinstance(err, RuntimeError) or not any(s in str(err) for s in _TORCH_WRITE_FAILED):
+        return False
+    if folder is None:
+        return True
+    try:
+        return shutil.disk_usage(folder).free < NEARLY_FULL
+    except OSError:
+        return False
 
 
-def _free_mib(filename: object) -> str:
+def free_space(filename: object) -> str:
+    """``" (12 MiB free)"``: what is left on the disk of ``filename``'s folder, for a message
+    (empty where it cannot be told)."""
     if not filename:
         return ""
     try:
@@ -123,3 +117,28 @@ def _free_mib(filename: object) -> str:
     except OSError:
         return ""
     return f" ({free / 2**20:.0f} MiB free)"
+
+
+def from_os_error(err: BaseException) -> CarsegError | None:
+    """The user's error an OS-level failure means, or None for any other failure: a full disk
+    (``is_disk_full``) or a destination that cannot be written (read-only, no permission),
+    naming the file and the fix."""
+    if isinstance(err, OSError) and is_disk_full(err):
+        where = err.filename or "a file"
+        return DiskFullError(
+            f"No space left on the device while writing {where}{free_space(err.filename)}. The "
+            "files written before are kept whole; free some space, or send the output elsewhere "
+            "(paths.log_dir=...)"
+        )
+    if isinstance(err, OSError) and err.errno in _READ_ONLY and err.filename:
+        return ConfigError(
+            f"Cannot write {err.filename}: {err.strerror} (a read-only folder?). Give the "
+            "command a destination you can write (output_dir=, output=, hydra.run.dir=, "
+            "paths.log_dir=)"
+        )
+    if isinstance(err, RuntimeError) and is_disk_full(err):
+        return DiskFullError(
+            f"A file could not be written ({first_line(err)}): is the disk full? The files "
+            "written before are kept whole"
+        )
+    return None
