@@ -65,3 +65,32 @@ def test_parity_with_non_finite_logits_is_refused_not_reported_as_0(model, value
         parity(Broken(), Broken(), [(32, 48)])
     with pytest.raises(DataError, match="exported model's logits"):
         parity(model.net, Broken(), [(32, 48)])
+
+
+@pytest.mark.parametrize(
+    ("depth", "size", "traced"), [(2, (30, 45), (32, 48)), (4, None, (320, 480))]
+)
+def test_onnx_traces_at_the_size_the_net_pads_to_with_sides_up_to_max_side(
+    monkeypatch, tmp_path, depth, size, traced
+):
+    """The example is the training size padded to the net's own multiple (4 for depth 2: 32x48,
+    where a fixed 32 gave 32x64), and the dynamic sides go up to what the frame takes."""
+    from carseg.utils.checks import MAX_SIDE
+
+    seen = {}
+
+    class TracedError(Exception):
+        pass
+
+    def fake_export(net, args, *, dynamic_shapes, **options):
+        seen["size"] = tuple(args[0].shape[-2:])
+        seen["dims"] = {axis: (dim.min, dim.max) for axis, dim in dynamic_shapes[0].items()}
+        raise TracedError
+
+    monkeypatch.setattr(torch.onnx, "export", fake_export)
+    net = build_model(base_width=2, depth=depth, bilinear=True)
+    record = CheckpointRecord(dict(net.hparams), size, 0.5, None)
+    with pytest.raises(TracedError):
+        export(net, record, tmp_path / "m.onnx", "onnx")
+    assert seen["size"] == traced
+    assert seen["dims"] == {0: (1, 1024), 2: (8, MAX_SIDE), 3: (8, MAX_SIDE)}
