@@ -6,7 +6,6 @@ import pytest
 
 from carseg.utils.checks import (
     check_choice,
-    check_device,
     check_int,
     check_non_negative,
     check_positive,
@@ -34,7 +33,6 @@ from carseg.utils.errors import ConfigError
         (lambda v: check_size("data.size", v), [0, 10], "data.size must be [height, width]"),
         (lambda v: check_size("data.size", v), "320x480", "got '320x480'"),
         (lambda v: check_size("data.size", v), [320], "got [320]"),
-        (lambda v: check_device("device", v), "tpu", "give cpu, cuda"),
     ],
 )  # fmt: skip
 def test_a_bad_value_is_refused_naming_the_key(check, value, message):
@@ -49,7 +47,6 @@ def test_good_values_come_back_as_their_type():
     assert check_threshold("t", 0.5) == 0.5
     assert check_size("s", [320, 480]) == (320, 480)
     assert check_choice("c", "a", ("a", "b")) == "a"
-    assert check_device("device", "cpu") == "cpu"
 
 
 def test_a_required_key_left_empty_is_named():

@@ -300,7 +300,7 @@ def test_optuna_sweep_end_to_end_then_report(tmp_path):
 
 
 # the tiny run on a data folder given as data.root
-TINY_CARVANA = ["data=carvana", "data.size=[32,48]", "data.num_workers=0", "model=unet_small",
+TINY_CARVANA = ["data=carvana", "data.size=[32,48]", "data.num_workers=0", "model/net=unet_small",
                 "model.net.base_width=4", "trainer.max_epochs=2"]  # fmt: skip
 
 # A user's mistake, one row each: one message, exit 2, nothing written (support.refusals).

@@ -19,7 +19,7 @@ TINY_TRAIN = [
     "data.synthetic.width=96",
     "data.size=[32,48]",
     "data.num_workers=0",
-    "model=unet_small",
+    "model/net=unet_small",
     "model.net.base_width=4",
     "trainer.max_epochs=2",
 ]

@@ -120,21 +120,6 @@ def require_gpus(wanted: int, asked_by: str, instead: str) -> None:
         )
 
 
-def check_device(key: str, device: Any) -> str:
-    """A torch device string (``cpu``, ``cuda``, ``cuda:1``, ``mps``) that this machine has."""
-    try:
-        parsed = torch.device(str(device))
-    except (RuntimeError, ValueError):
-        raise ConfigError(f"{key}={device!r}: give cpu, cuda, cuda:<index> or mps") from None
-    if parsed.type == "cuda":
-        require_gpus((parsed.index or 0) + 1, f"{key}={device}", f"{key}=cpu")
-    elif parsed.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"{key}=mps: MPS (Apple GPU) is not available here; use {key}=cpu")
-    elif parsed.type not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"{key}={device!r}: give cpu, cuda, cuda:<index> or mps")
-    return str(parsed)
-
-
 def check_required(cfg: Any, key: str, what: str) -> Any:
     """``cfg[key]``, unless the config leaves it empty: then stop with a message naming ``key``."""
     value = cfg.get(key)
