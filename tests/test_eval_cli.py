@@ -114,7 +114,7 @@ def test_real_sample_eval_at_kaggle_resolution(sample_dir, tmp_path):
         f"data.root={sample_dir}",
         "data.size=[64,96]",
         "data.num_workers=0",
-        "model=unet_small",
+        "model/net=unet_small",
         "trainer.max_epochs=1",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -181,7 +181,7 @@ def test_a_model_trained_at_the_native_size_predicts_frames_unresized_end_to_end
     eval.py at that size: the frames go to the model as they are."""
     train = run_entry(
         tmp_path, "train", "data=carvana", f"data.root={tiny_set}", "data.size=[80,120]",
-        "data.crop=[48,64]", "data.num_workers=0", "model=unet_small", "model.net.base_width=4",
+        "data.crop=[48,64]", "data.num_workers=0", "model/net=unet_small", "model.net.base_width=4",
         "trainer.max_epochs=2", "logger=none",
     )  # fmt: skip
     assert train.returncode == 0, train.stderr[-3000:]
