@@ -442,3 +442,57 @@ def test_placeholders_stand_for_any_value():
     assert sweep_values("1e-4,3e-4") == ["1e-4", "3e-4"]
     assert sweep_values("[1,2],[3,4]") == ["[1,2]", "[3,4]"]
     assert sweep_values("'a,b'") == ["'a,b'"]
+
+
+# --- the docs' other promises ----------------------------------------------------------------
+
+USER_DOCS = (
+    "README.md",
+    "benchmarks/README.md",
+    *sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md")),
+)
+# what belongs to the project's history, not to a user's page
+HISTORY = {
+    "a date": re.compile(r"\b20\d\d-\d\d-\d\d\b"),
+    "an issue number": re.compile(r"\bissues? #?\d+", re.IGNORECASE),
+    "a commit id": re.compile(r"(?<![\w%#-])(?=[0-9a-f]*\d)[0-9a-f]{7,40}(?![\w.-])"),
+    "a test count": re.compile(r"\b\d+ (?:tests|passed|failed|skipped)\b"),
+}
+
+
+@pytest.mark.parametrize("doc", USER_DOCS)
+def test_user_docs_hold_no_history(doc):
+    text = (REPO / doc).read_text()
+    found = [
+        f"{what}: {m.group(0)!r} (line {text.count(chr(10), 0, m.start()) + 1})"
+        for what, pattern in HISTORY.items()
+        for m in pattern.finditer(text)
+    ]
+    assert not found, f"{doc} holds {found}"
+
+
+def test_the_history_patterns_find_history():
+    sample = "Measured 2026-12-05 at 5739125 (issue 11): 381 tests passed, resnet34-b627a593.pth"
+    hits = {what for what, pattern in HISTORY.items() if pattern.search(sample)}
+    assert hits == set(HISTORY)
+    colours = "'#3a6ea5', background=%23f0f0f0"
+    assert not HISTORY["a commit id"].search(f"resnet34-b627a593.pth 0.9246 1918x1280 {colours}")
+
+
+def test_where_things_live_names_every_module():
+    readme = (REPO / "README.md").read_text()
+    layout = readme.split("## Where things live", 1)[1].split("\n## ", 1)[0]
+    package = REPO / "src" / "carseg"
+    missing = [
+        str(path.relative_to(package))
+        for path in sorted(package.rglob("*.py"))
+        if path.name != "__init__.py"
+        and not re.search(rf"(?<![\w.]){re.escape(path.name)}", layout)
+    ]
+    missing += [
+        f"{p.name}/"
+        for p in sorted(package.iterdir())
+        if p.is_dir() and p.name != "__pycache__"
+        if f"{p.name}/" not in layout
+    ]
+    assert not missing, f"README's 'Where things live' does not name {missing}"
