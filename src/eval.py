@@ -9,6 +9,7 @@ config in ``conf/eval.yaml`` and ``conf/inference/``.
 from __future__ import annotations
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from carseg.inference.evaluate import evaluate
@@ -18,7 +19,7 @@ from carseg.runs.entrypoint import run, user_errors_exit
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> float | None:
     with user_errors_exit(cfg.paths.output_dir):
-        report = evaluate(cfg)
+        report = evaluate(cfg, HydraConfig.get().overrides.task)
     if report is None:  # not the first process: it has scored its share
         return None
     n_cars = len({*report.by_car})

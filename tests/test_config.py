@@ -224,7 +224,7 @@ def test_every_top_level_key_of_an_entry_config_is_read(keys_read, trained, tmp_
     existing.write_bytes(b"an earlier export")
     runs = {
         "train": keys_read(tmp_path, "train", *TINY_TRAIN, "trainer.max_epochs=1"),
-        "eval": keys_read(root, "eval", f"ckpt_path={ckpt}", *TINY_TRAIN[:4]),
+        "eval": keys_read(root, "eval", f"ckpt_path={ckpt}", *TINY_TRAIN[:3]),
         "predict": keys_read(root, "predict", f"ckpt_path={ckpt}", f"input={data / 'train'}"),
         # (over an existing file: overwrite is read when there is something to overwrite)
         "export": keys_read(

@@ -85,3 +85,43 @@ def test_a_fold_without_folds_is_refused_not_ignored(tiny_set):
         build_datamodule(tiny_set, fold=1)
     with pytest.raises(CarsegError, match="data.fold must be an integer >= 0"):
         build_datamodule(tiny_set, folds=3)  # (and no fold)
+
+
+def _one_bad_mask(tmp_path):
+    """2 generated cars at 32x48, the first image's mask of another size."""
+    import numpy as np
+    from PIL import Image
+
+    from carseg.data.synthetic import generate_dataset
+
+    root = generate_dataset(tmp_path / "d", n_cars=2, height=32, width=48, seed=0)
+    first = sorted((root / "train").iterdir())[0].stem
+    (root / "train_masks.csv").unlink(missing_ok=True)  # the GIFs are the masks
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(root / "train_masks" / f"{first}_mask.gif")
+    return root, first
+
+
+def test_the_scoring_set_is_the_folder_at_its_own_size_checked_as_training_checks_it(tmp_path):
+    """Evaluation's images come from the data module: full size, untransformed, a bad file
+    refused (on_bad_file=error), left out (skip), or not looked for (validate=false)."""
+    root, bad = _one_bad_mask(tmp_path)
+    strict = build_datamodule(root, size=(16, 24), num_workers=0)
+    listed = strict.listing()
+    assert len(listed) == 32 and bad in listed.ids
+    with pytest.raises(DataError, match="data.on_bad_file=skip"):
+        strict.scoring_set(listed, listed.ids)
+    skipping = build_datamodule(root, size=(16, 24), num_workers=0, on_bad_file="skip")
+    scored = skipping.scoring_set(listed, listed.ids[:4])
+    assert scored.ids == listed.ids[1:4] and bad == listed.ids[0]
+    image, mask = scored[0]
+    assert image.shape == (32, 48, 3) and mask.shape == (32, 48)  # not resized to data.size
+    unchecked = build_datamodule(root, size=(16, 24), num_workers=0, validate=False)
+    assert unchecked.scoring_set(listed, listed.ids[:4]).ids == listed.ids[:4]
+
+
+def test_the_split_evaluation_falls_back_on_is_the_one_training_makes(tiny_set):
+    dm = build_datamodule(tiny_set, size=(32, 48), num_workers=0, folds=5, fold=2)
+    dm.setup()
+    train_ids, val_ids = dm.split_ids(dm.listing().ids)
+    assert val_ids == dm.val_set.ids and train_ids == dm.train_set.ids
+    assert {car_id(i) for i in val_ids} == set(dm.split.val_cars)

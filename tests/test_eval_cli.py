@@ -46,7 +46,7 @@ def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
 def test_eval_scores_validation_images_at_full_resolution(trained):
     root, ckpt, data = trained
     # another split seed in eval's own config: the checkpoint's record decides which cars
-    proc = run_script(root, "eval", f"ckpt_path={ckpt}", *TINY_TRAIN[:4], "data.split_seed=7")
+    proc = run_script(root, "eval", f"ckpt_path={ckpt}", *TINY_TRAIN[:3], "data.split_seed=7")
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = _only_run(root, "eval")
     metrics = json.loads((run / "metrics.json").read_text())
@@ -85,7 +85,7 @@ def test_predicted_masks_give_the_dice_eval_reports(trained, tmp_path):
     assert sorted(p.name for p in images.iterdir()) == before  # input folder untouched
     run = _only_run(root, "predict")
 
-    proc = run_script(root, "eval", f"ckpt_path={ckpt}", *TINY_TRAIN[:4])
+    proc = run_script(root, "eval", f"ckpt_path={ckpt}", *TINY_TRAIN[:3])
     assert proc.returncode == 0, proc.stderr[-3000:]
     per_image = json.loads((_only_run(root, "eval") / "metrics.json").read_text())["per_image"]
 
@@ -129,7 +129,7 @@ def test_real_sample_eval_at_kaggle_resolution(sample_dir, tmp_path):
 
 
 def _scores(root: Path, *args: str) -> dict:
-    proc = run_script(root, "eval", *args, *TINY_TRAIN[:4])
+    proc = run_script(root, "eval", *args, *TINY_TRAIN[:3])
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((_only_run(root, "eval") / "metrics.json").read_text())
 
@@ -241,6 +241,13 @@ REFUSED = [
         ["postprocess"]),
     Row("ceiling=perhaps", "eval", lambda t: [f"ckpt_path={checkpoint(t)}", "ceiling=perhaps"],
         ["ceiling must be true or false"]),
+    Row("a typo in data.on_bad_file, checked as training checks it", "eval",
+        lambda t: [f"ckpt_path={checkpoint(t)}", "data=carvana", f"data.root={data_folder(t)}",
+                   "data.on_bad_file=skipp"],
+        ["data.on_bad_file='skipp'", "error, skip"]),
+    Row("data.size in eval, which feeds the model size=", "eval",
+        lambda t: [f"ckpt_path={checkpoint(t)}", "data.size=[64,96]"],
+        ["data.size=[64,96]: data.size is a training setting", "size=[height,width]"]),
 ]  # fmt: skip
 
 
@@ -251,7 +258,13 @@ def test_a_mistake_gets_one_message_and_exit_2(row, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "row", [r for r in REFUSED if r.name in ("eval split=test",)], ids=lambda r: r.name
+    "row",
+    [
+        r
+        for r in REFUSED
+        if r.name in ("eval split=test", "data.size in eval, which feeds the model size=")
+    ],
+    ids=lambda r: r.name,
 )
 def test_a_real_subprocess_agrees(row, tmp_path):
     assert_refused_by_a_subprocess(row, tmp_path)

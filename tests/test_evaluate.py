@@ -12,11 +12,16 @@ from torch import nn
 
 from carseg.data.dataset import CarvanaDataset
 from carseg.data.split import SplitRecord, car_id
-from carseg.inference.evaluate import ScoreWriter, images_to_score
+from carseg.inference.evaluate import (
+    ScoreWriter,
+    images_to_score,
+    refuse_training_keys,
+    scoring_data,
+)
 from carseg.inference.loop import InferenceModule, ScoringSet, run_loop
 from carseg.inference.postprocess import PostProcess
 from carseg.utils.errors import ConfigError
-from support.configs import predictor
+from support.configs import compose, predictor
 from support.lightning import quiet_trainer
 
 IDS = [f"{car}_{view:02d}" for car in ("aaa", "bbb", "ccc", "ddd") for view in (1, 2)]
@@ -147,3 +152,36 @@ def test_the_ceiling_is_scored_beside_the_model(tiny_set, tmp_path):
     assert all(v == 0.0 for v in scores.values()) and worst == {}  # no car predicted
     assert set(ceilings) == set(scores) and all(0.8 < v < 1.0 for v in ceilings.values())
     assert np.mean(list(ceilings.values())) < 1.0
+
+
+@pytest.mark.parametrize(
+    ("override", "instead"),
+    [
+        ("data.size=[64,96]", "eval.py's own key is size=[height,width]"),
+        ("data.batch_size=2", "eval.py's own key is batch_size="),
+        ("data.num_workers=0", "eval.py's own key is num_workers="),
+        ("data.augmentation.hflip=0", "Of the data group, eval.py reads data.root"),
+        ("+data.crop=[8,8]", "data.crop is a training setting"),
+    ],
+)
+def test_a_data_key_only_training_reads_is_refused_in_eval(override, instead):
+    with pytest.raises(ConfigError, match="is a training setting and eval.py does nothing") as e:
+        refuse_training_keys(["ckpt_path=m.ckpt", override])
+    assert instead in str(e.value) and override in str(e.value)
+
+
+def test_the_data_keys_eval_reads_pass():
+    refuse_training_keys(
+        ["data=carvana", "data.root=/d", "data.synthetic.n_cars=3", "data.on_bad_file=skip",
+         "data.car_id_pattern=null", "data.split_seed=7", "size=[64,96]", "batch_size=2"]
+    )  # fmt: skip
+
+
+def test_eval_builds_the_data_module_training_builds_and_checks_its_keys_alike(tmp_path):
+    """data.on_bad_file is checked in eval as in training (a typo is not quietly "error")."""
+    paths = f"paths.root_dir={tmp_path}"
+    data = scoring_data(compose(paths, "data.on_bad_file=skip", config="eval").data)
+    assert data.on_bad_file == "skip" and data.synthetic is not None
+    for config in ("eval", "train"):
+        with pytest.raises(Exception, match=r"data.on_bad_file='skipp'.*error, skip"):
+            scoring_data(compose(paths, "data.on_bad_file=skipp", config=config).data)

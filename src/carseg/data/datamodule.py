@@ -1,8 +1,10 @@
-"""The LightningDataModule: a Carvana folder split by car into training and validation loaders.
+"""The LightningDataModule: a Carvana folder split by car into training and validation loaders,
+and the set evaluation scores at full resolution.
 
-Its arguments are ``conf/data/carvana.yaml``'s keys, where their defaults live. The training size
-and the split it made (``size``, ``split``) go into every checkpoint's carseg record
-(``carseg.training.checkpoint_reader``), so evaluation scores the cars the model never saw.
+Its arguments are ``conf/data/carvana.yaml``'s keys, where their defaults live; training and
+evaluation both build it, so every key is checked one way. The training size and the split it
+made (``size``, ``split``) go into every checkpoint's carseg record
+(``carseg.training.callbacks.record``), so evaluation scores the cars the model never saw.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import signal
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,20 @@ from carseg.utils.processes import loader_workers, usable_cores
 log = logging.getLogger(__name__)
 
 ON_BAD_FILE = ("error", "skip")
+# The keys evaluation reads (the folder, its checks, and the split it falls back on when a model
+# records none): ``listing``, ``split_ids``, ``scoring_set``. The others shape training's loaders.
+SCORING_KEYS = (
+    "root",
+    "synthetic",
+    "image_dir",
+    "car_id_pattern",
+    "val_fraction",
+    "split_seed",
+    "folds",
+    "fold",
+    "validate",
+    "on_bad_file",
+)
 
 
 def prepare_root(root: str | Path, synthetic: Mapping[str, Any] | None) -> Path:
@@ -85,7 +101,8 @@ def seed_transform(transform: object, seed: int, rank: int) -> None:
 
 
 class CarvanaDataModule(pl.LightningDataModule):
-    """Train/validation loaders over a Carvana folder, split by car.
+    """Train/validation loaders over a Carvana folder, split by car; for evaluation, the images
+    of that folder at their own size (``listing``, ``scoring_set``).
 
     Args:
         root: the data folder (Kaggle's layout).
@@ -119,9 +136,10 @@ class CarvanaDataModule(pl.LightningDataModule):
         mask_cache: decode every mask once (in ``setup`` of the first run) into a store under
             ``cache_dir``, 1 bit a pixel, that every process maps, instead of decoding its file
             every epoch.
-        validate: check every image and mask (headers, sizes, RLE rows) before training starts.
-        on_bad_file: ``"error"`` stops before training with every problem listed; ``"skip"``
-            trains without the images that have one (listed in a warning).
+        validate: check every image and mask (headers, sizes, RLE rows) before training or
+            scoring starts.
+        on_bad_file: ``"error"`` stops before training or scoring with every problem listed;
+            ``"skip"`` goes on without the images that have one (listed in a warning).
         synthetic: if given, parameters of ``carseg.data.synthetic.ensure_dataset`` (``n_cars``,
             ``height``, ``width``, ``seed``): the set is generated into ``root`` on first use
             (in ``prepare_data``, rank 0 only) and reused after.
@@ -237,6 +255,40 @@ class CarvanaDataModule(pl.LightningDataModule):
     def prepare_data(self) -> None:
         prepare_root(self.root, self.synthetic)
 
+    def listing(self) -> CarvanaDataset:
+        """Every image of the folder (``image_dir``) with its mask, at full resolution and
+        untransformed; images without a mask stop it, or are left out with ``on_bad_file=skip``.
+
+        Raises:
+            DataNotFoundError, DataError: no such folder, no images, or masks missing.
+        """
+        skip = self.on_bad_file == "skip"
+        return CarvanaDataset(self.root, image_dir=self.image_dir, skip_missing_masks=skip)
+
+    def split_ids(self, ids: Sequence[str]) -> tuple[list[str], list[str]]:
+        """The training and validation ids of ``ids`` by this config's split by car
+        (``val_fraction`` or ``folds``, ``split_seed``, ``car_id_pattern``)."""
+        return split_by_car(
+            ids, self.val_fraction, self.split_seed, self.car_id_pattern, self.fold_of
+        )
+
+    def scoring_set(self, listed: CarvanaDataset, ids: Sequence[str]) -> CarvanaDataset:
+        """The images ``ids`` of ``listed`` (``listing``) as evaluation scores them: at their
+        own size, untransformed, their files checked like training's (``validate``,
+        ``on_bad_file``).
+
+        Raises:
+            DataError: a bad file and ``on_bad_file=error``, or no usable image left.
+        """
+        return listed.subset(self._usable(listed.subset(ids)))
+
+    def _usable(self, listed: CarvanaDataset) -> list[str]:
+        """The ids of ``listed`` whose files pass the checks (with ``validate``), bad ones
+        refused or left out by ``on_bad_file``."""
+        if not self.validate:
+            return listed.ids
+        return usable_ids(listed, self.on_bad_file == "skip", "data.on_bad_file=skip")
+
     def expect_split(self, split: SplitRecord | None) -> None:
         """The split of the checkpoint this run resumes: ``setup`` refuses to make another."""
         self._resumed_split = split
@@ -246,12 +298,9 @@ class CarvanaDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        skip = self.on_bad_file == "skip"
-        listed = CarvanaDataset(self.root, image_dir=self.image_dir, skip_missing_masks=skip)
-        ids = usable_ids(listed, skip, "data.on_bad_file=skip") if self.validate else listed.ids
-        train_ids, val_ids = split_by_car(
-            ids, self.val_fraction, self.split_seed, self.car_id_pattern, self.fold_of
-        )
+        listed = self.listing()
+        ids = self._usable(listed)
+        train_ids, val_ids = self.split_ids(ids)
         self.split = SplitRecord.of(
             str(self.root.resolve()),
             self.val_fraction,

@@ -2,11 +2,12 @@
 behind ``src/eval.py``.
 
 Scoring runs through the predict loop, like prediction (``carseg.inference.loop``): any number of
-processes or devices, a checkpoint, an ONNX model or an ensemble. Dice is computed per image at
-the image's original size (the probabilities are upsampled before thresholding) and averaged
-once over all images, with the empty-mask rule of ``carseg.models.metrics``. Each process writes
-its scores as rows and keeps its worst predictions; the first merges them into the report
-(``carseg.inference.report``), whose gallery shows the masks already predicted.
+processes or devices, a checkpoint, an ONNX model or an ensemble. The images come from the data
+module training builds (``carseg.data.datamodule``), its keys checked one way. Dice is computed
+per image at the image's original size (the probabilities are upsampled before thresholding) and
+averaged once over all images, with the empty-mask rule of ``carseg.models.metrics``. Each
+process writes its scores as rows and keeps its worst predictions; the first merges them into
+the report (``carseg.inference.report``), whose gallery shows the masks already predicted.
 """
 
 from __future__ import annotations
@@ -21,14 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import BasePredictionWriter
 
-from carseg.data.datamodule import prepare_root
-from carseg.data.dataset import CarvanaDataset
-from carseg.data.file_checks import usable_ids
+from carseg.data.datamodule import SCORING_KEYS, CarvanaDataModule
 from carseg.data.image_io import read_mask, save_mask
-from carseg.data.split import SplitRecord, car_id, cars_of, check_car_ids, split_by_car
+from carseg.data.split import SplitRecord, car_id, cars_of, check_car_ids
 from carseg.inference.loop import (
     InferenceModule,
     ScoringSet,
@@ -62,8 +62,8 @@ def images_to_score(
     Args:
         image_ids: every image of the data folder.
         split: ``"val"``, ``"train"`` or ``"all"``.
-        records: the split each model's checkpoint recorded (one for a single model; None for
-            checkpoints made before the record).
+        records: the split each model's file recorded (one for a single model; None for a
+            model that records none: one trained without a data module).
         val_cars: the validation cars of this config's own split, used only without a record.
         pattern: the rule that reads an id's car (``carseg.data.split.car_id``).
 
@@ -76,9 +76,9 @@ def images_to_score(
     here = set(cars_of(image_ids, pattern))
     if any(r is None for r in records):
         log.warning(
-            "A checkpoint does not record its split by car (it predates the record): the "
-            "validation cars are those of this config's split (data.val_fraction, "
-            "data.split_seed). Make sure they are the training run's."
+            "A model does not record its split by car (it was saved without a data module): "
+            "the validation cars are those of this config's split (data.val_fraction, "
+            "data.split_seed, data.folds). Make sure they are the training run's."
         )
     held_out = [set(val_cars) if r is None else set(r.val_cars) for r in records]
     trained = set().union(
@@ -195,27 +195,84 @@ class ScoreWriter(BasePredictionWriter):
         return scores, ceilings, worst
 
 
-def evaluate(cfg: DictConfig) -> EvalReport | None:
+def scoring_data(data: DictConfig) -> CarvanaDataModule:
+    """The data module of ``data`` (the ``data`` group), built as training builds it, so every
+    key is checked as training checks it.
+
+    Raises:
+        ConfigError: a bad ``data`` key, or a ``data._target_`` that is not a CarvanaDataModule.
+    """
+    module = instantiate(data, _convert_="all")
+    if not isinstance(module, CarvanaDataModule):
+        raise ConfigError(
+            f"data._target_={data.get('_target_')} builds a {type(module).__name__}: eval.py "
+            "scores the images of a CarvanaDataModule (data=carvana or data=synthetic)"
+        )
+    return module
+
+
+# data keys only training reads, and the key of eval.py's that does that job
+INSTEAD = {
+    "size": "size=[height,width] (null: each model's recorded training size)",
+    "batch_size": "batch_size=<images per batch>",
+    "val_batch_size": "batch_size=<images per batch>",
+    "num_workers": "num_workers=<loader processes>",
+}
+
+
+def refuse_training_keys(overrides: Sequence[str]) -> None:
+    """Refuse a command-line override of a ``data`` key that only training reads: eval.py
+    would do nothing with it (``CarvanaDataModule``'s ``SCORING_KEYS`` are what it reads).
+
+    Raises:
+        ConfigError: ``data.size=[64,96]`` and the like, naming eval.py's own key if it has one.
+    """
+    for override in overrides:
+        key, sep, _ = override.lstrip("+~").partition("=")
+        group, _, name = key.partition(".")
+        name = name.split(".")[0]
+        if group != "data" or not name or name in SCORING_KEYS or name == "_target_":
+            continue
+        read = ", ".join(f"data.{k}" for k in SCORING_KEYS)
+        instead = f"; eval.py's own key is {INSTEAD[name]}" if name in INSTEAD else ""
+        raise ConfigError(
+            f"{override}: data.{name} is a training setting and eval.py does nothing with it"
+            f"{instead}. Of the data group, eval.py reads {read}"
+        )
+
+
+def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> EvalReport | None:
     """Score the models of ``cfg`` (the composed ``conf/eval.yaml``) and write the report into
     its run folder; None on every process but the first.
+
+    The images come from the data module ``cfg.data`` builds, as in training
+    (``CarvanaDataModule.listing`` and ``scoring_set``): every ``data`` key is checked as
+    training checks it.
+
+    Args:
+        cfg: the composed ``conf/eval.yaml``.
+        overrides: the command line's overrides (Hydra's ``overrides.task``): a ``data`` key
+            that only training reads is refused (``refuse_training_keys``).
 
     Raises:
         ConfigError, DataError, DataNotFoundError: a bad option, model or data folder.
     """
+    refuse_training_keys(overrides)
     check_choice("split", cfg.split, SPLITS)
     worst = check_int("worst", cfg.worst, 0)
     check_bool("ceiling", cfg.ceiling)
     postprocess = postprocess_of(cfg)
     trainer_cfg = inference_trainer_config(cfg)
     predictor, threshold, models = build_predictor(cfg)
-    check_apart(cfg.data.root, "data.root", cfg.paths.output_dir, "hydra.run.dir")
-    root = prepare_root(cfg.data.root, cfg.data.synthetic)
-    listed = CarvanaDataset(root, image_dir=cfg.data.image_dir)
+    data = scoring_data(cfg.data)
+    check_apart(data.root, "data.root", cfg.paths.output_dir, "hydra.run.dir")
+    data.prepare_data()
+    listed = data.listing()
     records = [m.split for m in models]
     # the rule given (data.car_id_pattern: this data folder's, say), else the one the training
     # runs read cars by
     recorded = [r.car_id_pattern for r in records if r is not None]
-    pattern = cfg.data.car_id_pattern
+    pattern = data.car_id_pattern
     if pattern is None and recorded:
         pattern = recorded[0]
     elif recorded and recorded[0] != pattern:
@@ -227,13 +284,10 @@ def evaluate(cfg: DictConfig) -> EvalReport | None:
         )
     own_val: list[str] = []
     if any(r is None for r in records):
-        own_val = split_by_car(
-            listed.ids, cfg.data.val_fraction, cfg.data.split_seed, cfg.data.car_id_pattern
-        )[1]
+        own_val = data.split_ids(listed.ids)[1]
     ids = images_to_score(listed.ids, cfg.split, records, cars_of(own_val, pattern), pattern)
-    skip = cfg.data.on_bad_file == "skip"
-    ids = usable_ids(listed.subset(ids), skip, "data.on_bad_file=skip")
-    dataset = listed.subset(ids)
+    dataset = data.scoring_set(listed, ids)
+    ids = dataset.ids
     folder = Path(cfg.paths.output_dir)
     writer = ScoreWriter(folder, worst)
     trainer = inference_trainer(trainer_cfg, writer, models)
@@ -255,7 +309,7 @@ def evaluate(cfg: DictConfig) -> EvalReport | None:
         pattern,
         extra={
             "checkpoint": [str(m.path) for m in models] if len(models) > 1 else str(models[0].path),
-            "data_root": str(root),
+            "data_root": str(data.root),
             "split": cfg.split,
             "cars": cars_of(ids, pattern),
             "tta": cfg.tta,
