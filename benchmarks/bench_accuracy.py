@@ -44,6 +44,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--test-root", type=Path, help="other cars to score on (every image)")
     parser.add_argument("--recipes", nargs="+", default=["carvana_cpu"])
     parser.add_argument("--budget", default="00:00:10:00", help="trainer.max_time (D:H:M:S)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        help="a budget in training steps instead (trainer.max_steps; no time limit): every "
+        "recipe then sees the same number of images whatever the CPU's speed",
+    )
+    parser.add_argument(
+        "--refine",
+        action="store_true",
+        help="score each checkpoint a second time with the edge refined at full resolution "
+        "(refine.guided=true)",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--val-fraction", type=float, help="data.val_fraction (the recipe's else)")
     parser.add_argument("--split-seed", type=int,
@@ -166,7 +178,11 @@ def train_and_score(args: argparse.Namespace, recipe: str, seed: int, work: Path
         *recipe_overrides(recipe),
         "data=carvana",
         f"data.root={args.data.resolve()}",
-        f"trainer.max_time={args.budget}",
+        *(
+            [f"trainer.max_steps={args.steps}", "trainer.max_time=null"]
+            if args.steps
+            else [f"trainer.max_time={args.budget}"]
+        ),
         f"seed={seed}",
         f"data.split_seed={split_seed}",
         f"hydra.run.dir={run_dir}",
@@ -175,7 +191,8 @@ def train_and_score(args: argparse.Namespace, recipe: str, seed: int, work: Path
     if args.val_fraction is not None:
         train_args.append(f"data.val_fraction={args.val_fraction}")
     proc, wall = _run("train", train_args, work)
-    row = {"recipe": recipe, "seed": seed, "split_seed": split_seed, "budget": args.budget,
+    budget = f"{args.steps} steps" if args.steps else args.budget
+    row = {"recipe": recipe, "seed": seed, "split_seed": split_seed, "budget": budget,
            "process_s": round(wall, 1)}  # fmt: skip
     if proc.returncode != 0:
         return {**row, "error": (proc.stderr or proc.stdout).strip().splitlines()[-1:]}
@@ -210,11 +227,27 @@ def train_and_score(args: argparse.Namespace, recipe: str, seed: int, work: Path
         size_ceiling=metrics.get("size_ceiling"),
         by_view=metrics.get("by_view"),
     )
+    if args.refine:  # the same checkpoint, its edge refined at full resolution
+        proc, wall = _run(
+            "eval",
+            [*eval_args, "refine.guided=true", f"hydra.run.dir={eval_dir}-refined"],
+            work,
+        )
+        if proc.returncode != 0:
+            return {**row, "error": (proc.stderr or proc.stdout).strip().splitlines()[-1:]}
+        refined = json.loads((eval_dir.parent / f"{name}-refined" / "metrics.json").read_text())
+        row.update(
+            refined_eval_s=round(wall, 1),
+            refined_dice_mean=refined["mean"],
+            refined_dice_median=refined["median"],
+            refined_dice_min=refined["min"],
+        )
     return row
 
 
 MEDIANS = ("epochs", "images_seen", "train_images_per_s", "start_up_s", "best_val_dice",
-           "dice_mean", "dice_median", "dice_min", "size_ceiling")  # fmt: skip
+           "dice_mean", "dice_median", "dice_min", "size_ceiling", "refined_dice_mean",
+           "refined_dice_min")  # fmt: skip
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -237,20 +270,29 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 
 def markdown(result: dict) -> str:
+    refined = any(s.get("refined_dice_mean") is not None for s in result["summary"])
     head = ("| recipe | budget | runs | epochs | images seen | train img/s | start-up s | "
             "best val/dice | Dice mean | median | worst | seeds' means (sd) |")  # fmt: skip
-    lines = [head, "|" + "---|" * 12]
+    columns = 12
+    if refined:
+        head += " edge refined: mean | worst |"
+        columns += 2
+    lines = [head, "|" + "---|" * columns]
     for s in result["summary"]:
         if not s["runs"]:
-            lines.append(f"| `{s['recipe']}` | | 0 | failed | | | | | | | | |")
+            lines.append(f"| `{s['recipe']}` | | 0 | failed |" + " |" * (columns - 3))
             continue
         lo, hi = s["dice_mean_spread"]
-        lines.append(
+        line = (
             f"| `{s['recipe']}` | {s['budget']} | {s['runs']} | {s['epochs']:g} | "
             f"{s['images_seen']:g} | {s['train_images_per_s']:.1f} | {s['start_up_s']:.0f} | "
             f"{s['best_val_dice']:.4f} | {s['dice_mean']:.4f} | {s['dice_median']:.4f} | "
             f"{s['dice_min']:.4f} | {lo:.4f}-{hi:.4f} ({s['dice_mean_sd']:.4f}) |"
         )
+        if refined:
+            mean, worst = s.get("refined_dice_mean"), s.get("refined_dice_min")
+            line += f" {mean:.4f} | {worst:.4f} |" if mean is not None else "  |  |"
+        lines.append(line)
     return "\n".join(lines)
 
 

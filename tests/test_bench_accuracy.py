@@ -1,6 +1,6 @@
 """`make bench-accuracy` end to end on the real sample: a recipe trained for a budget, its best
-checkpoint scored at full resolution on its validation car, the table printed and saved (after
-every run), and a saved result printed again as markdown."""
+checkpoint scored at full resolution on its validation car (and again with the edge refined), the
+table printed and saved (after every run), and a saved result printed again as markdown."""
 
 from __future__ import annotations
 
@@ -23,26 +23,31 @@ RECIPE = "carvana_cpu data.size=[32,48] model.net.base_width=4 data.batch_size=4
 def test_trains_scores_and_saves_a_table(sample_dir: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "accuracy.json"
     rc = bench_accuracy.main([
-        "--data", str(sample_dir), "--recipes", RECIPE, "--budget", "00:00:00:06",
+        "--data", str(sample_dir), "--recipes", RECIPE, "--steps", "10", "--refine",
         "--seeds", "3", "--split-seed", "0", "--val-fraction", "0.5", "--out", str(out),
         "--keep", str(tmp_path / "w"),
     ])  # fmt: skip
     assert rc == 0, capsys.readouterr().err[-2000:]
     result = json.loads(out.read_text())
     (row,) = result["rows"]
-    assert row["recipe"] == RECIPE and row["budget"] == "00:00:00:06"
+    # a budget in steps: the same images on any CPU (one car of 16 photos, batch 4: 4 a epoch)
+    assert row["recipe"] == RECIPE and row["budget"] == "10 steps"
     assert (row["seed"], row["split_seed"]) == (3, 0)
     # one of the two cars validates; eval scored its 16 photos at their own size
     assert (row["n_cars"], row["n_images"], row["scored_on"]) == (1, 16, "its validation cars")
     assert 0.0 <= row["dice_min"] <= row["dice_median"] <= 1.0
     assert 0.0 <= row["dice_mean"] <= 1.0 and 0.0 < row["size_ceiling"] <= 1.0
-    assert row["images_seen"] > 0 and row["epochs"] >= 1 and row["train_images_per_s"] > 0
+    assert row["images_seen"] == 40 and row["epochs"] == 2.5 and row["train_images_per_s"] > 0
+    # the same checkpoint scored a second time, its probabilities refitted to the photos' edges
+    assert 0.0 <= row["refined_dice_min"] <= row["refined_dice_mean"] <= 1.0
+    assert row["refined_dice_mean"] != row["dice_mean"]
     assert row["start_up_s"] >= 0 and Path(row["checkpoint"]).is_file()
     (line,) = result["summary"]
     assert line["runs"] == 1 and line["dice_mean"] == row["dice_mean"]
     assert line["dice_mean_spread"] == [row["dice_mean"], row["dice_mean"]]
     printed = capsys.readouterr().out
-    assert f"| `{RECIPE}` | 00:00:00:06 | 1 |" in printed
+    assert f"| `{RECIPE}` | 10 steps | 1 |" in printed
+    assert f"| {row['refined_dice_mean']:.4f} | {row['refined_dice_min']:.4f} |" in printed
 
     assert bench_accuracy.main(["--markdown", str(out)]) == 0
     again = capsys.readouterr().out

@@ -156,7 +156,7 @@ def test_hparams_tab_gets_hyperparameters_and_final_metrics(fitted):
     assert hparams["model.net.base_width"].number_value == 4
     assert hparams["data.size"].string_value == "[32, 48]"
     assert hparams["model.loss._target_"].string_value == "carseg.models.losses.BCE"
-    assert "model.optimizer._partial_" not in hparams  # Hydra's flags are not settings
+    assert "model._recursive_" not in hparams  # Hydra's flags are not settings
     assert hparams["trainer.max_epochs"].number_value == 3
     assert "data.num_workers" not in hparams  # how data is loaded is left out
     experiment = next(d.experiment for d in data.values() if d.HasField("experiment"))

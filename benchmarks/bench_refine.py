@@ -1,0 +1,121 @@
+"""The edge option chosen on trained models: Dice at full resolution of each checkpoint's own
+validation cars, with the probabilities brought to the photo's size bilinearly (eval's default)
+and by the fast guided filter (``refine.guided``) for each radius and eps, and what each costs.
+
+Each checkpoint's probabilities at its own size are computed once per photo; every way of
+bringing them to 1918x1280 is then thresholded at the model's threshold and scored by Dice against
+the true mask (mean over the photos, as Kaggle scores). The cost is the median time of one
+photo's upsampling (bilinear) or guided filter (the grey guide's conversion included), in ms, on
+this process's threads.
+
+    python benchmarks/bench_refine.py --ckpt RUN/checkpoints/best.ckpt [more.ckpt ...] \\
+        --data ../shared/carvana_dev [--radii 1 2 4] [--eps 1e-4 1e-3 1e-2] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from harness import REPO, environment
+
+RADII = (1, 2, 4)
+EPSILONS = (1e-4, 1e-3, 1e-2)
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2 * int((a & b).sum()) / total
+
+
+def score_checkpoint(path: Path, data: Path, radii, epsilons) -> dict:
+    from carseg.data.image_io import read_image, read_mask
+    from carseg.inference.loading import load_model
+    from carseg.inference.predictor import ModelInput, at_size
+    from carseg.inference.refine import fast_guided_upsample, grey_guide
+
+    module, record = load_model(path)
+    if record.split is None or record.size is None:
+        raise SystemExit(f"{path}: no recorded split and size (a checkpoint of train.py?)")
+    prepare = ModelInput(record.size)
+    cars = set(record.split.val_cars)
+    photos = sorted(p for p in (data / "train").glob("*.jpg") if p.stem.split("_")[0] in cars)
+    ways = {"bilinear": None} | {f"guided r{r} eps{e:g}": (r, e) for r in radii for e in epsilons}
+    scores: dict[str, list[float]] = {k: [] for k in ways}
+    cost: dict[str, list[float]] = {k: [] for k in ways}
+    for photo in photos:
+        image, _ = read_image(photo)
+        truth = read_mask(data / "train_masks" / f"{photo.stem}_mask.gif") > 0
+        with torch.no_grad():
+            probs = torch.sigmoid(module(prepare(image)[None]).float())[0]  # (1, h, w)
+        for way, params in ways.items():
+            start = time.perf_counter()
+            if params is None:
+                full = at_size(probs, image.shape[:2])
+            else:
+                full = fast_guided_upsample(probs, grey_guide(image), *params)
+            cost[way].append(time.perf_counter() - start)
+            scores[way].append(dice(full.numpy() > record.threshold, truth))
+    rows = [
+        {"way": way, "radius": None if p is None else p[0], "eps": None if p is None else p[1],
+         "dice_mean": float(np.mean(scores[way])), "dice_min": float(np.min(scores[way])),
+         "ms": 1000 * statistics.median(cost[way])}
+        for way, p in ways.items()
+    ]  # fmt: skip
+    return {"checkpoint": str(path), "size": list(record.size), "photos": len(photos),
+            "cars": sorted(cars), "rows": rows}  # fmt: skip
+
+
+def markdown(result: dict) -> str:
+    ways = [r["way"] for r in result["checkpoints"][0]["rows"]]
+    n = len(result["checkpoints"])
+    lines = [
+        f"{result['env']['cpu']}, {torch.get_num_threads()} threads; {n} checkpoint(s), "
+        "their own validation cars; Dice at 1918x1280, mean over each checkpoint's photos",
+        "",
+        "| upsampling | Dice (mean of the checkpoints) | gain | worst photo | ms/photo |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    base = statistics.mean(c["rows"][0]["dice_mean"] for c in result["checkpoints"])
+    for i, way in enumerate(ways):
+        rows = [c["rows"][i] for c in result["checkpoints"]]
+        mean = statistics.mean(r["dice_mean"] for r in rows)
+        lines.append(
+            f"| {way} | {mean:.4f} | {mean - base:+.4f} | {min(r['dice_min'] for r in rows):.4f} "
+            f"| {statistics.median(r['ms'] for r in rows):.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ckpt", type=Path, nargs="+")
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "carvana_dev")
+    parser.add_argument("--radii", type=int, nargs="+", default=list(RADII))
+    parser.add_argument("--eps", type=float, nargs="+", default=list(EPSILONS))
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results_refine.json")
+    parser.add_argument("--markdown", action="store_true", help="print --out as markdown")
+    args = parser.parse_args(argv)
+    if args.markdown:
+        print(markdown(json.loads(args.out.read_text())))
+        return 0
+    if not args.ckpt:
+        parser.error("--ckpt: one or more checkpoints")
+    result = {
+        "env": environment(f"real Carvana photos {args.data}"),
+        "checkpoints": [score_checkpoint(c, args.data, args.radii, args.eps) for c in args.ckpt],
+    }
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(markdown(result))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
