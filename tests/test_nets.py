@@ -16,8 +16,9 @@ from support.lightning import quiet_trainer
 
 NETS = sorted(p.stem for p in (REPO / "conf" / "model" / "net").glob("*.yaml"))
 ODD = (37, 53)  # not multiples of 32: exercises every net's padding
-# Multiples of 32: export() traces at the training size, and torch.export fails to trace a net's
-# padding at a size it pads (export() checks the parity at an odd size too).
+# The training size the checkpoint records: export() traces at it padded to the net's multiple
+# (torch.export fails to trace a net's padding at a size it pads) and checks the parity at an odd
+# size too.
 TRAIN = (64, 96)
 
 
