@@ -289,7 +289,7 @@ def problems_of(command: Command) -> list[str]:
     try:
         check_renamed(list(command.words))
         for overrides in variants:
-            own_checks(command.kind, composed(command.kind, tuple(overrides)))
+            own_checks(command.kind, composed(command.kind, tuple(overrides)), overrides)
     except ConfigError as err:
         return [str(err)]
     except Exception as err:  # noqa: BLE001 (Hydra's refusals have several classes)
@@ -307,8 +307,12 @@ def composed(script: str, overrides: tuple[str, ...]):
     return compose(config_name=script, overrides=list(overrides), return_hydra_config=with_hydra)
 
 
-def own_checks(script: str, cfg) -> None:
+def own_checks(script: str, cfg, overrides: list[str]) -> None:
     """The entry point's checks of option values that need no data, model or device."""
+    if script == "eval":
+        from carseg.inference.evaluate import refuse_training_keys
+
+        refuse_training_keys(overrides)
     if script == "train" or (script in ("eval", "predict") and "trainer" in cfg):
         from carseg.training.trainer import TRAINER_VALUES, check_trainer_values
 
@@ -388,6 +392,7 @@ python src/eval.py ckpt_path=$CKPT tta=true \\
 python src/train.py -m model/loss=bce,bce_dicee
 python src/export.py ckpt_path=<checkpoint> format=pdf
 python src/train.py trainer.max_time=ten_minutes
+python src/eval.py ckpt_path=$CKPT data=carvana data.size=[64,96]
 make trian
 ```
 
@@ -398,10 +403,8 @@ Prose with `python src/predict.py ckpt_path=$CKPT input=photos/ overlay=true` in
 @pytest.mark.usefixtures("conf")
 def test_a_renamed_or_mistyped_option_in_a_doc_fails():
     commands = commands_in("docs/stale.md", STALE_DOC)
-    assert [c.kind for c in commands] == ["train"] * 2 + ["eval", "train", "export", "train"] + [
-        "make",
-        "predict",
-    ]
+    kinds = ["train", "train", "eval", "train", "export", "train", "eval", "make", "predict"]
+    assert [c.kind for c in commands] == kinds
     for command in commands:
         assert problems_of(command), f"not caught: {command}"
     problems = [" ".join(problems_of(c)) for c in commands]
@@ -410,7 +413,8 @@ def test_a_renamed_or_mistyped_option_in_a_doc_fails():
     assert "size_of_model" in problems[2]  # read over the line's continuation
     assert "bce_dicee" in problems[3]  # every value of a sweep is composed
     assert "format" in problems[4] and "max_time" in problems[5]
-    assert "overlay" in problems[7]
+    assert "data.size" in problems[6] and "size=[height,width]" in problems[6]  # eval's own key
+    assert "trian" in problems[7] and "overlay" in problems[8]
 
 
 @pytest.mark.usefixtures("conf")
@@ -422,6 +426,7 @@ def test_the_same_commands_spelled_right_pass():
         .replace("bce,bce_dicee", "bce_dice,bce")
         .replace("format=pdf", "format=onnx")
         .replace("ten_minutes", "00:00:10:00")
+        .replace("data.size=[64,96]", "size=[64,96]")
         .replace("make trian", "make train")
         .replace("overlay=", "overlays=")
     )
