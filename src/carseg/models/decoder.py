@@ -1,4 +1,5 @@
-"""The U-Net decoder of the encoder U-Nets (``carseg.models.resnet_unet``, ``timm_unet``).
+"""The U-Net decoder of the encoder U-Nets (``carseg.models.resnet_unet``, ``efficientnet_unet``,
+``timm_unet``) and the frame they share (``EncoderUNet``).
 
 An encoder hands over feature maps at growing reductions (for a ResNet: 1/2, 1/4, 1/8, 1/16,
 1/32 of the input's side); the decoder goes back up the way the expansive path of U-Net does
