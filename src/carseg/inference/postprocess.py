@@ -1,7 +1,7 @@
 """What may be done to a predicted mask before it is scored or written: keep the largest connected
 component (the car; specks of false car elsewhere go) and fill holes (background enclosed by
 car). Each is an option of eval and predict (``postprocess`` in ``conf/inference``); whether it
-helps is measured on validation cars (README: "Post-processing")."""
+helps is measured on validation cars (benchmarks/README.md: "Post-processing, threshold, TTA")."""
 
 from __future__ import annotations
 
