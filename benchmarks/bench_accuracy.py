@@ -23,6 +23,7 @@ spread is the seeds' alone and the runs' checkpoints share their validation cars
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -156,6 +157,13 @@ def recipe_overrides(recipe: str) -> list[str]:
     return words
 
 
+def run_name(recipe: str, seed: int) -> str:
+    """A run's folder name: one Hydra's override grammar takes as it is (letters, digits, _ . -),
+    cut short, with a hash of the whole recipe that tells apart recipes that differ at the end."""
+    slug = re.sub(r"[^\w.-]+", "_", "_".join(recipe_overrides(recipe)))[:100]
+    return f"{slug}-{hashlib.sha1(recipe.encode()).hexdigest()[:8]}-seed{seed}"
+
+
 def _run(script: str, args: list[str], root: Path) -> tuple[subprocess.CompletedProcess, float]:
     started = time.perf_counter()
     proc = subprocess.run(
@@ -171,7 +179,7 @@ def _run(script: str, args: list[str], root: Path) -> tuple[subprocess.Completed
 def train_and_score(args: argparse.Namespace, recipe: str, seed: int, work: Path) -> dict:
     """One training run of ``recipe`` and the scores of its best checkpoint."""
     # a folder name Hydra's override grammar takes as it is: letters, digits, _ . -
-    name = re.sub(r"[^\w.-]+", "_", "_".join(recipe_overrides(recipe)))[:110] + f"-seed{seed}"
+    name = run_name(recipe, seed)
     run_dir = work / "train" / name
     split_seed = seed if args.split_seed is None else args.split_seed
     train_args = [

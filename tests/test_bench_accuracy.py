@@ -66,6 +66,13 @@ def test_a_recipe_is_an_experiment_and_overrides() -> None:
     assert bench_accuracy.recipe_overrides("data.size=[64,96]") == ["data.size=[64,96]"]
 
 
+def test_recipes_that_differ_only_at_the_end_run_in_folders_of_their_own() -> None:
+    long = "carvana_cpu model/net=efficientnet_lite0_unet model.net.encoder_weights=imagenet"
+    a, b = (bench_accuracy.run_name(f"{long} model.net.decoder_width={w}", 0) for w in (4, 8))
+    assert a != b and len(a) < 130 and a.endswith("-seed0")
+    assert bench_accuracy.run_name(long, 0) != bench_accuracy.run_name(long, 1)
+
+
 # --- refused before any training, an earlier table left as it was -------------------------------
 EARLIER = '{"summary": [], "rows": [{"dice_mean": 0.99}]}\n'
 
