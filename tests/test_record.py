@@ -61,3 +61,35 @@ def test_a_checkpoint_callback_saving_weights_only_is_refused(tmp_path):
 def test_every_training_run_has_the_recorder(tmp_path):
     run = build(compose_train(tmp_path))
     assert sum(isinstance(c, CheckpointRecorder) for c in run.trainer.callbacks) == 1
+
+
+def test_a_recipes_refine_is_recorded_and_read_back(tmp_path):
+    """A recipe's edge option travels with its checkpoints; none recorded reads back as None."""
+    module = build_model(base_width=2, depth=1)
+    loader = DataLoader(TensorDataset(torch.randn(2, 3, 32, 48), torch.ones(2, 1, 32, 48)))
+    on = {"guided": True, "radius": 2, "eps": 1e-3}
+    for refine, expected in ((on, on), (None, None)):
+        trainer = quiet_trainer(
+            1, callbacks=[CheckpointRecorder(refine)], enable_checkpointing=False, **ONE_BATCH
+        )
+        trainer.fit(module, train_dataloaders=loader, val_dataloaders=loader)
+        trainer.save_checkpoint(tmp_path / "m.ckpt")
+        raw = torch.load(tmp_path / "m.ckpt", weights_only=True)
+        assert CheckpointRecord.from_checkpoint(raw, tmp_path / "m.ckpt").refine == expected
+    run = build(compose_train(tmp_path / "cpu", "refine={guided:true,radius:2,eps:1e-3}"))
+    (recorder,) = [c for c in run.trainer.callbacks if isinstance(c, CheckpointRecorder)]
+    assert recorder.refine == on
+
+
+@pytest.mark.parametrize(
+    ("refine", "message"),
+    [
+        ({"guided": True, "radius": 2}, "a group of guided, radius and eps"),
+        ({"guided": True, "radius": 0, "eps": 1e-3}, "refine.radius"),
+        ({"guided": "on", "radius": 2, "eps": 1e-3}, "refine.guided"),
+        ("true", "a group of guided, radius and eps"),
+    ],
+)
+def test_a_bad_recipe_refine_is_refused_before_training(refine, message):
+    with pytest.raises(ConfigError, match=message):
+        CheckpointRecorder(refine)

@@ -199,6 +199,29 @@ def test_eval_and_predict_configs_turn_it_on(command):
     from support.configs import compose
 
     cfg = compose(config=command)
-    assert Refine.of(cfg.refine).record() is None  # off by default
+    assert Refine.of(cfg.refine).record() is None  # off by default: the model's own, none here
     on = compose("refine.guided=true", "refine.radius=2", "refine.eps=0.01", config=command)
     assert Refine.of(on.refine).record() == {"guided": True, "radius": 2, "eps": 0.01}
+
+
+NULLS = {"guided": None, "radius": None, "eps": None}  # eval's and predict's default
+RECORDED = {"guided": True, "radius": 2, "eps": 1e-3}  # a recipe's, in its checkpoints
+
+
+def test_options_left_null_are_the_models_own():
+    assert Refine.of(NULLS, [RECORDED]).record() == RECORDED
+    assert Refine.of(NULLS, [RECORDED, RECORDED]).record() == RECORDED  # an ensemble
+    # a model that records none: off, and the measured radius and eps if turned on
+    assert Refine.of(NULLS, [None]).record() is None
+    assert Refine.of({**NULLS, "guided": True}, [None]).record() == RECORDED
+    # what the command says wins, key by key
+    assert Refine.of({**NULLS, "guided": False}, [RECORDED]).record() is None
+    assert Refine.of({**NULLS, "radius": 1}, [RECORDED]).record() == {**RECORDED, "radius": 1}
+
+
+def test_models_that_recorded_different_options_need_them_given():
+    with pytest.raises(ConfigError, match="refine.guided=null means the models' own"):
+        Refine.of(NULLS, [RECORDED, None])
+    with pytest.raises(ConfigError, match="give refine.eps for all of them"):
+        Refine.of(NULLS, [RECORDED, {**RECORDED, "eps": 1e-2}])
+    assert Refine.of({**NULLS, "guided": False}, [RECORDED, None]).record() is None

@@ -35,6 +35,7 @@ class TrainedModel:
     threshold: float
     split: SplitRecord | None
     path: Path
+    refine: dict[str, Any] | None = None  # the edge option its recipe recorded; None: none
 
 
 def load_model(
@@ -146,14 +147,21 @@ def load_onnx(path: str | Path) -> TrainedModel:
     """An exported ONNX model and the record ``export.py`` stored in its metadata."""
     record = onnx_record(path)
     return TrainedModel(
-        OnnxNet(path), record.size, record.threshold, record.split, Path(path).expanduser()
+        OnnxNet(path),
+        record.size,
+        record.threshold,
+        record.split,
+        Path(path).expanduser(),
+        record.refine,
     )
 
 
 def load_checkpoint_model(path: str | Path) -> TrainedModel:
     """A training checkpoint's model (on the CPU: the predict loop moves it)."""
     model, record = load_model(path)
-    return TrainedModel(model, record.size, record.threshold, record.split, Path(path).expanduser())
+    return TrainedModel(
+        model, record.size, record.threshold, record.split, Path(path).expanduser(), record.refine
+    )
 
 
 def load_models(

@@ -219,7 +219,7 @@ def build_predictor(cfg: DictConfig | Mapping[str, Any]) -> tuple[Predictor, flo
         tta=cfg.tta,
         tile=cfg.tile,
         tile_overlap=cfg.tile_overlap,
-        refine=Refine.of(cfg.get("refine")),
+        refine=Refine.of(cfg.get("refine"), [m.refine for m in models]),
     )
     return predictor, threshold, models
 

@@ -30,6 +30,10 @@ import torch.nn.functional as F
 from carseg.utils.checks import check_bool, check_int, check_positive
 from carseg.utils.errors import ConfigError
 
+# what an option left null (the models' own) is when no model records one: off, and the radius
+# and eps measured best on carvana_dev's validation cars (benchmarks/README.md)
+DEFAULTS: dict[str, Any] = {"guided": False, "radius": 2, "eps": 1e-3}
+
 
 @dataclass(frozen=True)
 class Refine:
@@ -46,30 +50,50 @@ class Refine:
     eps: float
 
     @classmethod
-    def of(cls, options: Mapping[str, Any] | None) -> Refine:
-        """The options of a config's ``refine`` group (all three keys), checked; None: off.
+    def of(
+        cls,
+        options: Mapping[str, Any] | None,
+        recorded: Sequence[Mapping[str, Any] | None] = (),
+    ) -> Refine:
+        """The options of a config's ``refine`` group, checked; None: off. An option left null
+        is the models' own: what their checkpoints recorded (``recorded``, one per model: the
+        edge option their recipe was measured best with), else ``DEFAULTS``.
 
         Raises:
-            ConfigError: not a group, a key missing or unknown, a radius below 1 or an eps not
-                above 0.
+            ConfigError: not a group, a key missing or unknown, a radius below 1, an eps not
+                above 0, or an option left null that the models recorded differently.
         """
         if options is None:
-            return cls(guided=False, radius=1, eps=1.0)  # (radius and eps unused when off)
+            return cls(guided=False, radius=DEFAULTS["radius"], eps=DEFAULTS["eps"])
         if not isinstance(options, Mapping):
             raise ConfigError(
-                f"refine={options!r}: refine is a group (refine.guided=true refine.radius=1 "
+                f"refine={options!r}: refine is a group (refine.guided=true refine.radius=2 "
                 "refine.eps=1e-3)"
             )
-        keys = ("guided", "radius", "eps")
+        keys = tuple(DEFAULTS)
         unknown = sorted(set(options) - set(keys))
         missing = [k for k in keys if k not in options]
         if unknown or missing:
             what = f"no option {', '.join(unknown)}" if unknown else f"no {', '.join(missing)}"
             raise ConfigError(f"refine has {what}: it takes guided, radius and eps")
+        chosen = {key: options[key] for key in keys}
+        # each model's own: what it recorded; a model that records none has it off (its recipe
+        # was not measured better with it)
+        own = [dict(r) if r else {"guided": False} for r in recorded]
+        for key in keys:
+            if chosen[key] is not None:
+                continue
+            theirs = {o[key] for o in own if key in o}
+            if len(theirs) > 1:
+                raise ConfigError(
+                    f"refine.{key}=null means the models' own, but they recorded different "
+                    f"ones ({sorted(theirs, key=str)}): give refine.{key} for all of them"
+                )
+            chosen[key] = theirs.pop() if theirs else DEFAULTS[key]
         return cls(
-            guided=check_bool("refine.guided", options["guided"]),
-            radius=check_int("refine.radius", options["radius"], 1),
-            eps=check_positive("refine.eps", options["eps"]),
+            guided=check_bool("refine.guided", chosen["guided"]),
+            radius=check_int("refine.radius", chosen["radius"], 1),
+            eps=check_positive("refine.eps", chosen["eps"]),
         )
 
     def record(self) -> dict[str, Any] | None:

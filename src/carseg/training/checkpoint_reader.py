@@ -58,6 +58,9 @@ class CheckpointRecord:
     size: tuple[int, int] | None  # (height, width) it was trained at; None if not recorded
     threshold: float
     split: SplitRecord | None  # its split by car; None when it trained without a data module
+    # the edge option its recipe was measured best with (``refine``: guided, radius, eps), which
+    # eval, predict and serve apply unless told otherwise; None: none recorded (off)
+    refine: dict[str, Any] | None = None
 
     @classmethod
     def of(
@@ -65,14 +68,16 @@ class CheckpointRecord:
         module: Any,
         size: Sequence[int] | None,
         split: SplitRecord | None,
+        refine: Mapping[str, Any] | None = None,
     ) -> CheckpointRecord:
         """The record of a ``SegmentationModule`` trained at ``size`` on the split ``split``
-        (both None when the fit had no data module to say)."""
+        (both None when the fit had no data module to say), with its recipe's ``refine``."""
         return cls(
             model=dict(module.hparams),
             size=(int(size[0]), int(size[1])) if size else None,
             threshold=float(module.hparams.threshold),
             split=split,
+            refine=dict(refine) if refine else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -83,6 +88,7 @@ class CheckpointRecord:
             "size": list(self.size) if self.size else None,
             "threshold": self.threshold,
             "split": self.split.to_dict() if self.split is not None else None,
+            "refine": self.refine,
         }
 
     @classmethod
@@ -100,6 +106,7 @@ class CheckpointRecord:
                 size=(int(size[0]), int(size[1])) if size else None,
                 threshold=float(record["threshold"]),
                 split=SplitRecord.from_dict(record["split"]) if record.get("split") else None,
+                refine=dict(record["refine"]) if record.get("refine") else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise DataError(f"{source}: its carseg record is damaged ({first_line(err)})") from None

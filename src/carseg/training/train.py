@@ -86,6 +86,9 @@ def build(cfg: DictConfig, multirun: bool = False) -> Run:
     # torch.load(weights_only=True).
     datamodule: pl.LightningDataModule = instantiate(cfg.data, _convert_="all")
     model: pl.LightningModule = instantiate(cfg.model, _convert_="all")
+    refine = cfg.get("refine")  # the edge option the recipe records for inference
+    if isinstance(refine, DictConfig):
+        refine = OmegaConf.to_container(refine, resolve=True)
     loggers = _instantiate_all(cfg.get("logger"))
     callbacks = _instantiate_all(cfg.get("callbacks"))
     if not loggers:
@@ -110,7 +113,7 @@ def build(cfg: DictConfig, multirun: bool = False) -> Run:
         trainer_cfg,
         # every run ends with a validated, saved model, whatever ends it (StopCleanly), and
         # every checkpoint carries what inference needs (CheckpointRecorder)
-        callbacks=[*callbacks, tracker, StopCleanly(), CheckpointRecorder()],
+        callbacks=[*callbacks, tracker, StopCleanly(), CheckpointRecorder(refine)],
         logger=loggers or False,
         plugins=[AtomicCheckpointIO()],
     )

@@ -8,6 +8,7 @@ The record is ``carseg.training.checkpoint_reader.CheckpointRecord``, stored und
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pytorch_lightning as pl
@@ -15,17 +16,28 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from carseg.data.datamodule import CarvanaDataModule
 from carseg.training.checkpoint_reader import RECORD_KEY, CheckpointRecord
+from carseg.utils.checks import check_bool, check_int, check_positive
 from carseg.utils.errors import ConfigError
+
+REFINE_KEYS = ("guided", "radius", "eps")  # carseg.inference.refine.Refine's options
 
 
 class CheckpointRecorder(pl.Callback):
     """Write ``CheckpointRecord`` into every checkpoint: the module's arguments and threshold,
     and, when the fit runs on a ``CarvanaDataModule``, its size and split (else None).
 
-    Raises (in ``setup``):
-        ConfigError: a checkpoint callback saving weights only: Lightning leaves callbacks out of
-            such checkpoints, so they would lack the record.
+    Args:
+        refine: the edge option its recipe was measured best with (the config's ``refine``:
+            guided, radius, eps), which inference applies unless told otherwise; None: none.
+
+    Raises:
+        ConfigError: (at once) ``refine`` is not a group of guided, radius and eps with valid
+            values; (in ``setup``) a checkpoint callback saving weights only: Lightning leaves
+            callbacks out of such checkpoints, so they would lack the record.
     """
+
+    def __init__(self, refine: Mapping[str, Any] | None = None) -> None:
+        self.refine = check_refine(refine)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         for callback in trainer.checkpoint_callbacks:
@@ -42,7 +54,24 @@ class CheckpointRecorder(pl.Callback):
     ) -> None:
         data = trainer.datamodule
         if isinstance(data, CarvanaDataModule):
-            record = CheckpointRecord.of(pl_module, data.size, data.split)
+            record = CheckpointRecord.of(pl_module, data.size, data.split, self.refine)
         else:
-            record = CheckpointRecord.of(pl_module, None, None)
+            record = CheckpointRecord.of(pl_module, None, None, self.refine)
         checkpoint[RECORD_KEY] = record.to_dict()
+
+
+def check_refine(refine: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A training config's ``refine`` as plain values, checked as inference will read it."""
+    if refine is None:
+        return None
+    if not isinstance(refine, Mapping) or sorted(refine) != sorted(REFINE_KEYS):
+        raise ConfigError(
+            f"refine={refine!r}: a recipe records the edge option as a group of "
+            "guided, radius and eps (refine.guided=true refine.radius=2 refine.eps=1e-3), or "
+            "null for none"
+        )
+    return {
+        "guided": check_bool("refine.guided", refine["guided"]),
+        "radius": check_int("refine.radius", refine["radius"], 1),
+        "eps": check_positive("refine.eps", refine["eps"]),
+    }
