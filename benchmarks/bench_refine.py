@@ -9,7 +9,13 @@ photo's upsampling (bilinear) or guided filter (the grey guide's conversion incl
 this process's threads.
 
     python benchmarks/bench_refine.py --ckpt RUN/checkpoints/best.ckpt [more.ckpt ...] \\
-        --data ../shared/carvana_dev [--radii 1 2 4] [--eps 1e-4 1e-3 1e-2] [--out FILE]
+        --data ../shared/carvana_dev [--radii 1 2 4] [--eps 1e-4 1e-3 1e-2] [--out FILE] \\
+        [--figure docs/edge_refine.png]
+
+``--figure``: one photo's edge before and after, from the first checkpoint: the photo of median
+gain, cropped where bilinear and refined masks differ most, each as an error map over the photo
+(``carseg.utils.drawing``: magenta false car, green missed car), with the refine options given
+first (``--radii`` and ``--eps``' first values).
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else 2 * int((a & b).sum()) / total
 
 
-def score_checkpoint(path: Path, data: Path, radii, epsilons) -> dict:
+def score_checkpoint(path: Path, data: Path, radii, epsilons, figure: Path | None = None) -> dict:
     from carseg.data.image_io import read_image, read_mask
     from carseg.inference.loading import load_model
     from carseg.inference.predictor import ModelInput, at_size
@@ -49,6 +55,8 @@ def score_checkpoint(path: Path, data: Path, radii, epsilons) -> dict:
     ways = {"bilinear": None} | {f"guided r{r} eps{e:g}": (r, e) for r in radii for e in epsilons}
     scores: dict[str, list[float]] = {k: [] for k in ways}
     cost: dict[str, list[float]] = {k: [] for k in ways}
+    first = f"guided r{radii[0]} eps{epsilons[0]:g}"
+    pictures = []  # (gain, photo, bilinear mask, refined mask, truth) for the figure
     for photo in photos:
         image, _ = read_image(photo)
         truth = read_mask(data / "train_masks" / f"{photo.stem}_mask.gif") > 0
@@ -61,7 +69,16 @@ def score_checkpoint(path: Path, data: Path, radii, epsilons) -> dict:
             else:
                 full = fast_guided_upsample(probs, grey_guide(image), *params)
             cost[way].append(time.perf_counter() - start)
-            scores[way].append(dice(full.numpy() > record.threshold, truth))
+            mask = full.numpy() > record.threshold
+            scores[way].append(dice(mask, truth))
+            if figure is not None and way in ("bilinear", first):
+                pictures.append(mask)
+        if figure is not None:
+            before, after = pictures[-2:]
+            pictures[-2:] = [(scores[first][-1] - scores["bilinear"][-1], image, before, after,
+                              truth)]  # fmt: skip
+    if figure is not None:
+        draw_figure(pictures, figure)
     rows = [
         {"way": way, "radius": None if p is None else p[0], "eps": None if p is None else p[1],
          "dice_mean": float(np.mean(scores[way])), "dice_min": float(np.min(scores[way])),
@@ -70,6 +87,33 @@ def score_checkpoint(path: Path, data: Path, radii, epsilons) -> dict:
     ]  # fmt: skip
     return {"checkpoint": str(path), "size": list(record.size), "photos": len(photos),
             "cars": sorted(cars), "rows": rows}  # fmt: skip
+
+
+def draw_figure(pictures: list[tuple], path: Path, crop: tuple[int, int] = (180, 270)) -> None:
+    """The photo of median gain, where its two masks differ most: the photo, then bilinear's and
+    the refined mask's error maps blended over it, enlarged 2x, side by side."""
+    from PIL import Image
+
+    from carseg.utils.drawing import error_map, image_grid, resize
+
+    pictures = sorted(pictures, key=lambda p: p[0])
+    _, image, before, after, truth = pictures[len(pictures) // 2]
+    h, w = crop
+    differ = (before != after).astype(np.float32)
+    window = torch.nn.functional.avg_pool2d(torch.from_numpy(differ)[None, None], (h, w), 8)
+    y, x = np.unravel_index(int(window.argmax()), window.shape[-2:])
+    y, x = y * 8, x * 8
+
+    def panel(mask: np.ndarray | None) -> np.ndarray:
+        photo = image[y : y + h, x : x + w]
+        if mask is not None:
+            errors = error_map(truth[y : y + h, x : x + w], mask[y : y + h, x : x + w])
+            wrong = errors.any(-1, keepdims=True) & ~(errors == 170).all(-1, keepdims=True)
+            photo = np.where(wrong, errors, photo)
+        return resize(np.ascontiguousarray(photo), 2 * h, 2 * w, nearest=True)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image_grid([panel(None), panel(before), panel(after)], columns=3)).save(path)
 
 
 def markdown(result: dict) -> str:
@@ -101,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eps", type=float, nargs="+", default=list(EPSILONS))
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results_refine.json")
     parser.add_argument("--markdown", action="store_true", help="print --out as markdown")
+    parser.add_argument("--figure", type=Path, help="one photo's edge before and after (PNG)")
     args = parser.parse_args(argv)
     if args.markdown:
         print(markdown(json.loads(args.out.read_text())))
@@ -109,7 +154,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--ckpt: one or more checkpoints")
     result = {
         "env": environment(f"real Carvana photos {args.data}"),
-        "checkpoints": [score_checkpoint(c, args.data, args.radii, args.eps) for c in args.ckpt],
+        "checkpoints": [
+            score_checkpoint(c, args.data, args.radii, args.eps, args.figure if i == 0 else None)
+            for i, c in enumerate(args.ckpt)
+        ],
     }
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(markdown(result))

@@ -49,7 +49,7 @@ def make_checkpoint(path: Path, size: list[int]) -> Path:
     torch.manual_seed(0)
     module = SegmentationModule(**default_model_config())
     trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
-                         callbacks=[CheckpointRecorder()])  # fmt: skip
+                         callbacks=[CheckpointRecorder(refine=None)])  # fmt: skip
     trainer.strategy.connect(module)
     trainer.save_checkpoint(path)
     raw = torch.load(path, weights_only=True)

@@ -26,7 +26,7 @@ def _save_checkpoint(module, path, size=None, recorder=True):
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[CheckpointRecorder()] if recorder else [],
+        callbacks=[CheckpointRecorder(refine=None)] if recorder else [],
     )
     trainer.strategy.connect(module)
     trainer.save_checkpoint(path)
@@ -101,7 +101,7 @@ def test_an_onnx_file_holds_the_checkpoints_record_read_the_same_way(tmp_path):
     """What export.py stores (the record's to_dict as JSON) reads back as the record itself."""
     module = build_model(base_width=2, depth=1, threshold=0.4)
     split = SplitRecord("/d", 0.5, 1, ["a"], ["b"], None, None)
-    record = CheckpointRecord.of(module, (32, 48), split)
+    record = CheckpointRecord.of(module, (32, 48), split, None)
     path = _onnx_file(tmp_path / "m.onnx", json.dumps(record.to_dict()))
     assert onnx_record(path) == record
     _onnx_file(path, json.dumps({**record.to_dict(), "size": "large"}))

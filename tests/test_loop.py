@@ -183,7 +183,7 @@ def test_postprocessing_applies_to_the_masks_the_loop_returns(tmp_path):
 
 def test_the_model_size_is_the_one_given_else_the_recorded_one(tmp_path):
     def trained(size):
-        return TrainedModel(Brightness(), size, 0.5, None, tmp_path / "m.ckpt")
+        return TrainedModel(Brightness(), size, 0.5, None, tmp_path / "m.ckpt", None)
 
     assert model_size(trained((64, 96)), None) == (64, 96)
     assert model_size(trained((64, 96)), [32, 48]) == (32, 48)

@@ -41,7 +41,7 @@ def setting(tmp_path_factory) -> tuple[Path, Path, Path]:
     torch.manual_seed(0)
     module = build_model(base_width=4, depth=2)
     trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
-                         callbacks=[CheckpointRecorder()])  # fmt: skip
+                         callbacks=[CheckpointRecorder(refine=None)])  # fmt: skip
     trainer.strategy.connect(module)
     ckpt = root / "model.ckpt"
     trainer.save_checkpoint(ckpt)

@@ -12,7 +12,7 @@ from carseg.training.callbacks.record import CheckpointRecorder
 from carseg.training.checkpoint_reader import RECORD_KEY, CheckpointRecord
 from carseg.training.train import build
 from carseg.utils.errors import ConfigError
-from support.configs import build_datamodule, build_model, compose_train
+from support.configs import build_datamodule, build_model, compose, compose_train
 from support.lightning import quiet_trainer
 
 ONE_BATCH = {"limit_train_batches": 1, "limit_val_batches": 1}
@@ -22,20 +22,20 @@ def test_a_checkpoint_records_the_data_modules_size_and_split(tiny_set, tmp_path
     data = build_datamodule(tiny_set, size=(32, 48), batch_size=8, num_workers=0, augment=False)
     module = build_model(base_width=2, depth=1, threshold=0.4)
     saver = ModelCheckpoint(dirpath=tmp_path, filename="m")
-    trainer = quiet_trainer(1, callbacks=[saver, CheckpointRecorder()], **ONE_BATCH)
+    trainer = quiet_trainer(1, callbacks=[saver, CheckpointRecorder(refine=None)], **ONE_BATCH)
     trainer.fit(module, datamodule=data)
     raw = torch.load(tmp_path / "m.ckpt", weights_only=True)
     record = CheckpointRecord.from_checkpoint(raw, tmp_path / "m.ckpt")
     assert record.size == (32, 48) and record.threshold == 0.4
     assert record.split == data.split and set(record.split.val_cars) == set(data.split.val_cars)
     assert record.model == dict(module.hparams)
-    assert raw[RECORD_KEY] == CheckpointRecord.of(module, (32, 48), data.split).to_dict()
+    assert raw[RECORD_KEY] == CheckpointRecord.of(module, (32, 48), data.split, None).to_dict()
 
 
 def test_the_module_alone_writes_no_record_and_a_fit_without_data_records_no_size(tmp_path):
     module = build_model(base_width=2, depth=1)
     loader = DataLoader(TensorDataset(torch.randn(2, 3, 32, 48), torch.ones(2, 1, 32, 48)))
-    for recorder in ([], [CheckpointRecorder()]):
+    for recorder in ([], [CheckpointRecorder(refine=None)]):
         trainer = quiet_trainer(1, callbacks=recorder, enable_checkpointing=False, **ONE_BATCH)
         trainer.fit(module, train_dataloaders=loader, val_dataloaders=loader)
         trainer.save_checkpoint(tmp_path / "m.ckpt")
@@ -52,7 +52,7 @@ def test_a_checkpoint_callback_saving_weights_only_is_refused(tmp_path):
     module = build_model(base_width=2, depth=1)
     loader = DataLoader(TensorDataset(torch.randn(2, 3, 32, 48), torch.ones(2, 1, 32, 48)))
     saver = ModelCheckpoint(dirpath=tmp_path, save_weights_only=True)
-    trainer = quiet_trainer(1, callbacks=[saver, CheckpointRecorder()], **ONE_BATCH)
+    trainer = quiet_trainer(1, callbacks=[saver, CheckpointRecorder(refine=None)], **ONE_BATCH)
     with pytest.raises(ConfigError, match="save_weights_only=false"):
         trainer.fit(module, train_dataloaders=loader, val_dataloaders=loader)
     assert not list(tmp_path.glob("*.ckpt"))
@@ -68,7 +68,8 @@ def test_a_recipes_refine_is_recorded_and_read_back(tmp_path):
     module = build_model(base_width=2, depth=1)
     loader = DataLoader(TensorDataset(torch.randn(2, 3, 32, 48), torch.ones(2, 1, 32, 48)))
     on = {"guided": True, "radius": 2, "eps": 1e-3}
-    for refine, expected in ((on, on), (None, None)):
+    off = {"guided": False, "radius": 2, "eps": 1e-3}  # (conf/train.yaml's: off, nulls)
+    for refine, expected in ((on, on), (None, None), (off, None)):
         trainer = quiet_trainer(
             1, callbacks=[CheckpointRecorder(refine)], enable_checkpointing=False, **ONE_BATCH
         )
@@ -76,9 +77,13 @@ def test_a_recipes_refine_is_recorded_and_read_back(tmp_path):
         trainer.save_checkpoint(tmp_path / "m.ckpt")
         raw = torch.load(tmp_path / "m.ckpt", weights_only=True)
         assert CheckpointRecord.from_checkpoint(raw, tmp_path / "m.ckpt").refine == expected
-    run = build(compose_train(tmp_path / "cpu", "refine={guided:true,radius:2,eps:1e-3}"))
-    (recorder,) = [c for c in run.trainer.callbacks if isinstance(c, CheckpointRecorder)]
-    assert recorder.refine == on
+    turn_on = ("refine.guided=true", "refine.radius=2", "refine.eps=1e-3")
+    for overrides, expected in (((), None), (turn_on, on)):
+        run = build(compose_train(tmp_path / str(len(overrides)), *overrides))
+        (recorder,) = [c for c in run.trainer.callbacks if isinstance(c, CheckpointRecorder)]
+        assert recorder.refine == expected
+    # the CPU recipe records the guided filter it was measured best with
+    assert compose("experiment=carvana_cpu").refine == on
 
 
 @pytest.mark.parametrize(

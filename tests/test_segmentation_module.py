@@ -81,7 +81,8 @@ def test_fused_adam_on_cuda_and_the_default_elsewhere(monkeypatch):
 def _fit(module, tmp_path, epochs: int = 2) -> pl.Trainer:
     images, masks = _batch(n=4, size=(32, 48))
     loader = DataLoader(TensorDataset(images, masks), batch_size=2)
-    trainer = quiet_trainer(epochs, default_root_dir=tmp_path, callbacks=[CheckpointRecorder()])
+    recorder = CheckpointRecorder(refine=None)
+    trainer = quiet_trainer(epochs, default_root_dir=tmp_path, callbacks=[recorder])
     trainer.fit(module, train_dataloaders=loader, val_dataloaders=loader)
     return trainer
 

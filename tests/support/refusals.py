@@ -34,7 +34,7 @@ def checkpoint(tmp: Path, epoch: int = 0, base_width: int = 2, **record) -> Path
         return path
     module = build_model(base_width=base_width, depth=1)
     trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
-                         callbacks=[CheckpointRecorder()])  # fmt: skip
+                         callbacks=[CheckpointRecorder(refine=None)])  # fmt: skip
     trainer.strategy.connect(module)
     path.parent.mkdir(parents=True)
     trainer.save_checkpoint(path)

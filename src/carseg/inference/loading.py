@@ -35,7 +35,7 @@ class TrainedModel:
     threshold: float
     split: SplitRecord | None
     path: Path
-    refine: dict[str, Any] | None = None  # the edge option its recipe recorded; None: none
+    refine: dict[str, Any] | None  # the edge option its recipe recorded; None: none
 
 
 def load_model(

@@ -83,7 +83,7 @@ class Refine:
         for key in keys:
             if chosen[key] is not None:
                 continue
-            theirs = {o[key] for o in own if key in o}
+            theirs = {o[key] for o in own if o.get(key) is not None}
             if len(theirs) > 1:
                 raise ConfigError(
                     f"refine.{key}=null means the models' own, but they recorded different "

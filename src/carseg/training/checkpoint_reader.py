@@ -60,7 +60,7 @@ class CheckpointRecord:
     split: SplitRecord | None  # its split by car; None when it trained without a data module
     # the edge option its recipe was measured best with (``refine``: guided, radius, eps), which
     # eval, predict and serve apply unless told otherwise; None: none recorded (off)
-    refine: dict[str, Any] | None = None
+    refine: dict[str, Any] | None
 
     @classmethod
     def of(
@@ -68,7 +68,7 @@ class CheckpointRecord:
         module: Any,
         size: Sequence[int] | None,
         split: SplitRecord | None,
-        refine: Mapping[str, Any] | None = None,
+        refine: Mapping[str, Any] | None,
     ) -> CheckpointRecord:
         """The record of a ``SegmentationModule`` trained at ``size`` on the split ``split``
         (both None when the fit had no data module to say), with its recipe's ``refine``."""

@@ -36,7 +36,7 @@ class CheckpointRecorder(pl.Callback):
             callbacks out of such checkpoints, so they would lack the record.
     """
 
-    def __init__(self, refine: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, refine: Mapping[str, Any] | None) -> None:
         self.refine = check_refine(refine)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -61,17 +61,20 @@ class CheckpointRecorder(pl.Callback):
 
 
 def check_refine(refine: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """A training config's ``refine`` as plain values, checked as inference will read it."""
+    """A training config's ``refine`` as inference will read it: None when off (or not given),
+    else its options (radius and eps may be null: inference's own)."""
     if refine is None:
         return None
     if not isinstance(refine, Mapping) or sorted(refine) != sorted(REFINE_KEYS):
         raise ConfigError(
             f"refine={refine!r}: a recipe records the edge option as a group of "
-            "guided, radius and eps (refine.guided=true refine.radius=2 refine.eps=1e-3), or "
-            "null for none"
+            "guided, radius and eps (refine.guided=true refine.radius=2 refine.eps=1e-3)"
         )
+    if not check_bool("refine.guided", refine["guided"]):
+        return None
+    radius, eps = refine["radius"], refine["eps"]
     return {
-        "guided": check_bool("refine.guided", refine["guided"]),
-        "radius": check_int("refine.radius", refine["radius"], 1),
-        "eps": check_positive("refine.eps", refine["eps"]),
+        "guided": True,
+        "radius": None if radius is None else check_int("refine.radius", radius, 1),
+        "eps": None if eps is None else check_positive("refine.eps", eps),
     }
