@@ -220,7 +220,9 @@ def train_and_score(args: argparse.Namespace, recipe: str, seed: int, work: Path
     eval_args = [f"ckpt_path={row['checkpoint']}", "data=carvana", f"data.root={test}",
                  f"split={'all' if args.test_root else 'val'}", f"hydra.run.dir={eval_dir}",
                  *args.eval_args]  # fmt: skip
-    proc, wall = _run("eval", eval_args, work)
+    # --refine: bilinear first, then refined; else as eval scores it (the model's own refine)
+    base = ["refine.guided=false"] if args.refine else []
+    proc, wall = _run("eval", [*eval_args, *base], work)
     if proc.returncode != 0:
         return {**row, "error": (proc.stderr or proc.stdout).strip().splitlines()[-1:]}
     metrics = json.loads((eval_dir / "metrics.json").read_text())
@@ -234,6 +236,7 @@ def train_and_score(args: argparse.Namespace, recipe: str, seed: int, work: Path
         dice_min=metrics["min"],
         size_ceiling=metrics.get("size_ceiling"),
         by_view=metrics.get("by_view"),
+        refine=metrics.get("refine"),  # the edge option it was scored with (None: bilinear)
     )
     if args.refine:  # the same checkpoint, its edge refined at full resolution
         proc, wall = _run(

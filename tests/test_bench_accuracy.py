@@ -41,6 +41,7 @@ def test_trains_scores_and_saves_a_table(sample_dir: Path, tmp_path: Path, capsy
     # the same checkpoint scored a second time, its probabilities refitted to the photos' edges
     assert 0.0 <= row["refined_dice_min"] <= row["refined_dice_mean"] <= 1.0
     assert row["refined_dice_mean"] != row["dice_mean"]
+    assert row["refine"] is None  # (the first score bilinear, whatever the recipe records)
     assert row["start_up_s"] >= 0 and Path(row["checkpoint"]).is_file()
     (line,) = result["summary"]
     assert line["runs"] == 1 and line["dice_mean"] == row["dice_mean"]

@@ -206,3 +206,23 @@ def test_postprocess_must_be_the_group_of_switches():
 def test_a_threshold_outside_0_1_is_refused():
     with pytest.raises(ConfigError, match="threshold"):
         InferenceModule(predictor(), threshold=1.5, postprocess=NO_POSTPROCESS)
+
+
+def test_the_predictor_takes_the_models_own_refine_unless_told(tmp_path, monkeypatch):
+    """eval, predict and serve build their predictor here: refine left null is what the
+    checkpoint's recipe recorded, and the command's refine.guided=false turns it off."""
+    import carseg.inference.loop as loop
+    from support.configs import compose
+
+    recorded = {"guided": True, "radius": 2, "eps": 1e-3}
+    for own, overrides, expected in (
+        (recorded, (), recorded),
+        (None, (), None),
+        (recorded, ("refine.guided=false",), None),
+        (None, ("refine.guided=true", "refine.radius=1"), {**recorded, "radius": 1}),
+    ):
+        model = TrainedModel(Brightness(), (32, 48), 0.5, None, tmp_path / "m.ckpt", own)
+        monkeypatch.setattr(loop, "load_models", lambda *_, m=model: [m])
+        cfg = compose("ckpt_path=m.ckpt", *overrides, config="eval")
+        predictor, _, _ = loop.build_predictor(cfg)
+        assert predictor.refine.record() == expected
