@@ -85,6 +85,7 @@ def test_short_training_on_real_sample_learns_the_cars(sample_dir, tmp_path):
 RECIPES = {  # experiment: (size, crop, batch, precision, max_epochs, compile)
     "carvana_quarter": ((320, 480), None, 4, "32-true", 20, False),
     "carvana_half": ((640, 960), None, 4, "16-mixed", 20, True),
+    "carvana_half_imagenet": ((640, 960), None, 4, "16-mixed", 15, True),
     "carvana_full": ((1280, 1918), (1024, 1024), 4, "16-mixed", 30, True),
     "carvana_sample": ((160, 240), None, 4, "32-true", 40, False),
     "carvana_sample_crop": ((320, 480), (160, 240), 4, "32-true", 40, False),
@@ -115,6 +116,13 @@ def test_recipes_reach_the_trainer_model_and_data(tiny_set, tmp_path, experiment
         assert scheduler["_target_"] == "torch.optim.lr_scheduler.ReduceLROnPlateau"
         assert (scheduler["monitor"], scheduler["mode"]) == ("val/dice", "max")
         assert (scheduler["factor"], scheduler["patience"]) == (0.5, 2)
+    if experiment == "carvana_half_imagenet":  # the Lite0 U-Net from ImageNet, annealed
+        assert model.net["_target_"].endswith("EfficientNetLiteUNet")
+        assert model.net["encoder_weights"] == "imagenet" and model.net["decoder_width"] == 16
+        assert model.scheduler["_target_"] == "carseg.training.optim.WarmupCosine"
+        assert model.optimizer["lr"] == 1.0e-3
+        assert not any(isinstance(c, pl.callbacks.EarlyStopping) for c in run.trainer.callbacks)
+    if experiment.startswith(("carvana_half", "carvana_full")):
         gpu = compose(f"experiment={experiment}", "data.root=/data")
         assert gpu.trainer.accelerator == "gpu" and gpu.trainer.benchmark is True
         assert gpu.trainer.precision == precision and gpu.model.channels_last == "auto"
@@ -148,8 +156,15 @@ def test_carvana_cpu_anneals_over_its_time_budget_without_an_early_stop(tiny_set
     assert model.hparams.optimizer["lr"] == 2.0e-3
 
 
-@pytest.mark.parametrize("experiment", ["carvana_half", "carvana_full"])
-def test_gpu_recipes_train_a_step_on_the_cpu(tiny_set, tmp_path, experiment):
+@pytest.mark.parametrize(
+    ("experiment", "small"),
+    [
+        ("carvana_half", "model.net.base_width=4"),
+        ("carvana_full", "model.net.base_width=4"),
+        ("carvana_half_imagenet", "model.net.decoder_width=2"),
+    ],
+)
+def test_gpu_recipes_train_a_step_on_the_cpu(tiny_set, tmp_path, experiment, small):
     """One training and one validation step of each GPU recipe, in bf16 on the CPU at a tiny size:
     the scheduler, accumulation and precision it sets all run."""
     cfg = compose(
@@ -160,7 +175,7 @@ def test_gpu_recipes_train_a_step_on_the_cpu(tiny_set, tmp_path, experiment):
         "data.size=[32,48]",
         "data.crop=null",
         "data.num_workers=0",
-        "model.net.base_width=4",
+        small,
         "model.compile=false",
         "debug=fast",
         f"++paths.output_dir={tmp_path}",
