@@ -30,7 +30,8 @@ from harness import REPO, environment, progress
 # (id, overrides of the recipe): the nets a CPU recipe chooses between
 NETS = (
     ("unet16", ["model/net=unet"]),
-    ("lite0", ["model/net=efficientnet_lite0_unet"]),
+    ("lite0_w8", ["model/net=efficientnet_lite0_unet_cpu"]),
+    ("lite0_w16", ["model/net=efficientnet_lite0_unet"]),
 )
 SIZES = ((160, 240), (256, 384), (320, 480))
 WARMUP = 3

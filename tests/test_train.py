@@ -153,7 +153,13 @@ def test_carvana_cpu_anneals_over_its_time_budget_without_an_early_stop(tiny_set
     assert trainer_cfg.val_check_interval == "00:00:02:30" and trainer_cfg.min_epochs is None
     assert as_shipped.data.num_workers == 0
     assert model.hparams.scheduler["_target_"] == "carseg.training.optim.WarmupCosine"
-    assert model.hparams.optimizer["lr"] == 2.0e-3
+    assert model.hparams.optimizer["lr"] == 4.0e-3
+    # the Lite0 U-Net from the ImageNet weights that install with carseg, its decoder at width 8
+    net = model.hparams.net
+    assert net["_target_"] == "carseg.models.efficientnet_unet.EfficientNetLiteUNet"
+    assert (net["encoder_weights"], net["decoder_width"]) == ("imagenet", 8)
+    # and the guided filter recorded for inference
+    assert as_shipped.refine == {"guided": True, "radius": 2, "eps": 1.0e-3}
 
 
 @pytest.mark.parametrize(
