@@ -26,7 +26,7 @@ def model():
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_exported_model_matches_eager_at_any_size(model, tmp_path, fmt):
-    record = CheckpointRecord(dict(model.hparams), (32, 48), 0.4, None)
+    record = CheckpointRecord(dict(model.hparams), (32, 48), 0.4, None, None)
     path, reported = export(model, record, tmp_path / f"m.{fmt}", fmt)
     exported = OnnxNet(path) if fmt == "onnx" else load_torchscript(path)
     generator = torch.Generator().manual_seed(1)
@@ -47,7 +47,7 @@ def test_exported_model_matches_eager_at_any_size(model, tmp_path, fmt):
 
 def test_an_exported_model_with_other_weights_is_caught(model, tmp_path):
     """The parity check is not vacuous: a model that differs from the eager one is reported."""
-    record = CheckpointRecord(dict(model.hparams), (32, 48), 0.5, None)
+    record = CheckpointRecord(dict(model.hparams), (32, 48), 0.5, None, None)
     path, _ = export(model, record, tmp_path / "m.onnx", "onnx")
     other = build_model(base_width=4, depth=2, bilinear=False).eval()
     images = torch.randn(1, 3, 32, 48)
@@ -89,7 +89,7 @@ def test_onnx_traces_at_the_size_the_net_pads_to_with_sides_up_to_max_side(
 
     monkeypatch.setattr(torch.onnx, "export", fake_export)
     net = build_model(base_width=2, depth=depth, bilinear=True)
-    record = CheckpointRecord(dict(net.hparams), size, 0.5, None)
+    record = CheckpointRecord(dict(net.hparams), size, 0.5, None, None)
     with pytest.raises(TracedError):
         export(net, record, tmp_path / "m.onnx", "onnx")
     assert seen["size"] == traced

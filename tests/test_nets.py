@@ -98,7 +98,7 @@ def test_onnx_export_matches_eager(name, tmp_path):
         for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
             bn.running_mean.uniform_(-0.5, 0.5)
             bn.running_var.uniform_(0.5, 2.0)
-    record = CheckpointRecord(dict(model.hparams), TRAIN, 0.5, None)
+    record = CheckpointRecord(dict(model.hparams), TRAIN, 0.5, None, None)
     _, diff = export(model, record, tmp_path / "model.onnx", "onnx")
     assert diff < 1e-4
 

@@ -124,7 +124,7 @@ def onnx_file(tmp: Path, kind: str) -> Path:
         from carseg.training.checkpoint_reader import CheckpointRecord
 
         model = build_model(base_width=2, depth=1).eval()
-        full = export_onnx(model, CheckpointRecord(dict(model.hparams), (32, 48), 0.5, None),
+        full = export_onnx(model, CheckpointRecord(dict(model.hparams), (32, 48), 0.5, None, None),
                            tmp / "full.onnx")  # fmt: skip
         path.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
         full.unlink()
