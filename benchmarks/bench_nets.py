@@ -24,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_loop import CHILD_TIMEOUT_S, ISAS, loop_data
+from bench_loop import CHILD_TIMEOUT_S, ISAS, compose, loop_data
 from harness import REPO, environment, progress
 
 # (id, overrides of the recipe): the nets a CPU recipe chooses between
@@ -102,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         root, source = loop_data(None, tmp)
         env = environment(source)
         per_step = measure(args.recipe, root, tmp, args.isa, args.steps, args.rounds)
-    batch = 8
+        # the recipe's batch, which every child trained at
+        batch = compose(
+            args.recipe, str(root), str(tmp / "cache"), [], str(tmp / "x")
+        ).data.batch_size
     rows = [
         {"isa": isa, "net": net, "size": [h, w], "steps": len(times),
          "images_per_s": batch / statistics.median(times)}

@@ -107,9 +107,9 @@ def draw_figure(pictures: list[tuple], path: Path, crop: tuple[int, int] = (180,
     def panel(mask: np.ndarray | None) -> np.ndarray:
         photo = image[y : y + h, x : x + w]
         if mask is not None:
-            errors = error_map(truth[y : y + h, x : x + w], mask[y : y + h, x : x + w])
-            wrong = errors.any(-1, keepdims=True) & ~(errors == 170).all(-1, keepdims=True)
-            photo = np.where(wrong, errors, photo)
+            true, pred = truth[y : y + h, x : x + w], mask[y : y + h, x : x + w]
+            wrong = (true.astype(bool) != pred)[..., None]  # only the errors drawn over the photo
+            photo = np.where(wrong, error_map(true, pred), photo)
         return resize(np.ascontiguousarray(photo), 2 * h, 2 * w, nearest=True)
 
     path.parent.mkdir(parents=True, exist_ok=True)
